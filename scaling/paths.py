@@ -1,0 +1,41 @@
+"""Where things live on disk. Every stage finds its inputs through these functions."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def results_root() -> Path:
+    """$SCALING_RESULTS, else ./results under the current directory."""
+    return Path(os.environ.get("SCALING_RESULTS", "results")).resolve()
+
+
+def sweep_dir(sweep: str) -> Path:
+    return results_root() / sweep
+
+
+def runs_dir(sweep: str) -> Path:
+    return sweep_dir(sweep) / "runs"
+
+
+def run_dir(sweep: str, run_key: str) -> Path:
+    return runs_dir(sweep) / run_key
+
+
+def sweeps_config_dir() -> Path:
+    """$SCALING_SWEEPS, else ./sweeps if it exists, else the project's own sweeps/."""
+    env = os.environ.get("SCALING_SWEEPS")
+    if env:
+        return Path(env).resolve()
+    local = Path("sweeps")
+    if (local / "tiny.yaml").exists():
+        return local.resolve()
+    return PROJECT_ROOT / "sweeps"
+
+
+def data_root() -> Path:
+    """Token shards are shared across sweeps: $SCALING_DATA, else ./data."""
+    return Path(os.environ.get("SCALING_DATA", "data")).resolve()

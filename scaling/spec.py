@@ -1,0 +1,152 @@
+"""The run spec: one self-contained description of a training run.
+
+`scaling plan --specs DIR` writes one per run and `scaling train SPEC.yaml --out RUN_DIR` reads it.
+The run key hashes every field that changes the result; bookkeeping fields (sweep name, checkpoint
+cadence, data location on disk) are excluded so that moving or renaming a sweep keeps its keys.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import MISSING, asdict, dataclass, fields, is_dataclass
+from pathlib import Path
+from typing import Any, get_type_hints
+
+import yaml
+
+from scaling.errors import UserError
+from scaling.flops import ModelShape
+
+SPEC_VERSION = 1
+
+
+@dataclass(frozen=True)
+class OptimSpec:
+    lr: float
+    min_lr: float
+    warmup_steps: int
+    betas: tuple[float, float] = (0.9, 0.95)
+    weight_decay: float = 0.1
+    eps: float = 1e-8
+    grad_clip: float = 1.0
+    schedule: str = "cosine"  # cosine decay to min_lr after linear warmup
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    corpus: str  # shakespeare | text file / folder path | ...
+    tokenizer: str  # bytes | bpe | hf:PATH | spm:PATH
+    vocab_size: int  # tokenizer vocabulary, without [MASK]
+    seq_len: int
+    val_fraction: float = 0.05
+    shards: str = ""  # folder holding train/val shards; bookkeeping, not part of the key
+
+
+@dataclass(frozen=True)
+class EvalSpec:
+    every: int  # steps between validations (the final step is always evaluated)
+    sequences: int  # fixed validation windows
+    t_per_seq: int = 8  # fixed antithetic diffusion times per window (diffusion arms)
+    seed: int = 1234
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    arm: str
+    model: ModelShape
+    budget_flops: float
+    flops_convention: str
+    steps: int
+    global_batch: int
+    optim: OptimSpec
+    data: DataSpec
+    eval: EvalSpec
+    seed: int = 0
+    micro_batch: int = 0  # 0: the whole global batch per process in one pass
+    precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
+    checkpoint_every: int = 0  # 0: only on signals and at the end
+    sweep: str = ""
+    version: int = SPEC_VERSION
+
+    @property
+    def run_key(self) -> str:
+        return run_key(self)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["optim"]["betas"] = list(self.optim.betas)
+        d["run_key"] = self.run_key
+        return d
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunSpec:
+        d = dict(d)
+        given_key = d.pop("run_key", None)
+        spec = _build(cls, d, "spec")
+        if given_key is not None and given_key != spec.run_key:
+            raise UserError(
+                f"spec run_key {given_key!r} does not match its contents ({spec.run_key}): "
+                "the spec was edited by hand; remove the run_key line or re-plan"
+            )
+        return spec
+
+
+_KEY_EXCLUDED = {"sweep", "checkpoint_every", "version"}
+_DATA_KEY_EXCLUDED = {"shards"}
+
+
+def run_key(spec: RunSpec) -> str:
+    payload = {k: v for k, v in asdict(spec).items() if k not in _KEY_EXCLUDED}
+    payload["data"] = {k: v for k, v in payload["data"].items() if k not in _DATA_KEY_EXCLUDED}
+    payload["model"].pop("name")  # a label; the shape is what matters
+    payload["optim"]["betas"] = list(spec.optim.betas)
+    digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:10]
+    return f"{spec.arm}-{spec.model.name}-{budget_tag(spec.budget_flops)}-{digest}"
+
+
+def budget_tag(flops: float) -> str:
+    """6e18 -> '6e18', 1.5e19 -> '1.5e19' (for file names and labels)."""
+    mantissa, exponent = f"{flops:.3e}".split("e")
+    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+
+
+def _build(cls, d: Any, where: str):
+    """Dataclass from a nested dict, with one-line errors for missing or unknown fields."""
+    if not isinstance(d, dict):
+        raise UserError(f"{where}: expected a mapping, got {type(d).__name__}")
+    hints = get_type_hints(cls)
+    names = {f.name for f in fields(cls)}
+    unknown = set(d) - names
+    if unknown:
+        raise UserError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
+    kwargs = {}
+    for f in fields(cls):
+        if f.name not in d:
+            if f.default is MISSING and f.default_factory is MISSING:
+                raise UserError(f"{where}: missing field {f.name!r}")
+            continue
+        value, hint = d[f.name], hints[f.name]
+        if is_dataclass(hint):
+            value = _build(hint, value, f"{where}.{f.name}")
+        elif f.name == "betas":
+            value = tuple(float(b) for b in value)
+        kwargs[f.name] = value
+    try:
+        return cls(**kwargs)
+    except TypeError as e:
+        raise UserError(f"{where}: {e}") from None
+
+
+def load_spec(path: str | Path) -> RunSpec:
+    path = Path(path)
+    try:
+        d = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"spec file {path} does not exist: write one with `scaling plan SWEEP --specs DIR`") from None
+    except yaml.YAMLError as e:
+        raise UserError(f"spec file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    return RunSpec.from_dict(d)
