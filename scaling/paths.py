@@ -39,3 +39,15 @@ def sweeps_config_dir() -> Path:
 def data_root() -> Path:
     """Token shards are shared across sweeps: $SCALING_DATA, else ./data."""
     return Path(os.environ.get("SCALING_DATA", "data")).resolve()
+
+
+def shards_dir(corpus: str, tokenizer: str, vocab_size: int, val_fraction: float) -> Path:
+    """The folder of one tokenized corpus: named by what determines its content, so sweeps share it."""
+    import hashlib
+    import json
+
+    ident = json.dumps([corpus, tokenizer, int(vocab_size), float(val_fraction)])
+    digest = hashlib.sha256(ident.encode()).hexdigest()[:10]
+    stem = Path(corpus).name if ("/" in corpus or corpus.endswith(".txt")) else corpus
+    tok = tokenizer.split(":", 1)[0]
+    return data_root() / f"{stem}-{tok}{vocab_size}-{digest}"
