@@ -3,9 +3,12 @@
 The counts are those of the model `trainer.model.DiT` builds (tests compare with sum(p.numel())
 and torch.utils.flop_counter):
   embedding V*d; per block: LayerNorm weight (no bias) x2, QKV 3d^2 and out-projection d^2 (no
-  bias), MLP d->4d->d with biases, adaLN Linear(128 -> 6d) with bias; time embedding
-  (256 sinusoid -> 128 -> 128, biases); final LayerNorm weight, adaLN Linear(128 -> 2d), untied
+  bias), MLP d->4d->d with biases, adaLN Linear(c -> 6d) with bias; time embedding
+  (2c sinusoid -> c -> c, biases); final LayerNorm weight, adaLN Linear(c -> 2d), untied
   head Linear(d -> V) with bias.
+The conditioning width is c = min(128, d_model): 128 for every shape of the study (d >= 256), and
+no wider than the model for tiny CPU shapes, where a 128-d time embedding alone (49k parameters)
+would outweigh the transformer and distort the parameter axis of the fits.
 """
 
 from __future__ import annotations
@@ -15,8 +18,7 @@ from dataclasses import asdict, dataclass
 from scaling.arms import arm_info
 from scaling.errors import UserError
 
-COND_DIM = 128  # width of the time embedding that drives adaLN
-TIME_FREQ_DIM = 256  # sinusoidal features fed to the time-embedding MLP
+MAX_COND_DIM = 128  # width of the time embedding that drives adaLN (DESIGN.md section 2)
 MLP_RATIO = 4
 
 CONVENTIONS = ("reference", "attention", "causal", "6N")
@@ -50,20 +52,30 @@ class ModelShape:
         return asdict(self)
 
 
+def cond_dim(d_model: int) -> int:
+    return min(MAX_COND_DIM, d_model)
+
+
+def time_freq_dim(d_model: int) -> int:
+    """Sinusoidal features fed to the time-embedding MLP."""
+    return 2 * cond_dim(d_model)
+
+
 def block_params(d: int) -> int:
     attention = 4 * d * d  # qkv + out, no bias
     mlp = 2 * MLP_RATIO * d * d + MLP_RATIO * d + d
     norms = 2 * d
-    adaln = COND_DIM * 6 * d + 6 * d
+    adaln = cond_dim(d) * 6 * d + 6 * d
     return attention + mlp + norms + adaln
 
 
-def time_embedding_params() -> int:
-    return TIME_FREQ_DIM * COND_DIM + COND_DIM + COND_DIM * COND_DIM + COND_DIM
+def time_embedding_params(d: int) -> int:
+    c = cond_dim(d)
+    return time_freq_dim(d) * c + c + c * c + c
 
 
 def final_layer_params(d: int, vocab: int) -> int:
-    return d + (COND_DIM * 2 * d + 2 * d) + (d * vocab + vocab)
+    return d + (cond_dim(d) * 2 * d + 2 * d) + (d * vocab + vocab)
 
 
 def params_embedding(shape: ModelShape) -> int:
@@ -75,7 +87,7 @@ def params_total(shape: ModelShape) -> int:
     return (
         params_embedding(shape)
         + shape.n_layers * block_params(d)
-        + time_embedding_params()
+        + time_embedding_params(d)
         + final_layer_params(d, shape.vocab)
     )
 
@@ -93,8 +105,8 @@ def matmul_weights_per_token(shape: ModelShape) -> int:
 
 def conditioning_flops_per_seq(shape: ModelShape) -> int:
     """Time embedding and adaLN run once per sequence, not per token."""
-    d = shape.d_model
-    weights = TIME_FREQ_DIM * COND_DIM + COND_DIM * COND_DIM + COND_DIM * 6 * d * shape.n_layers + COND_DIM * 2 * d
+    d, c = shape.d_model, cond_dim(shape.d_model)
+    weights = time_freq_dim(d) * c + c * c + c * 6 * d * shape.n_layers + c * 2 * d
     return 2 * weights
 
 
