@@ -1,0 +1,198 @@
+"""The run store: `results/<sweep>/runs/<run_key>/` folders and their `status.json`.
+
+The run folder is the single source of truth (docs/run-folder.md). Executors, the job wrapper on
+the compute node and the trainer all change a run's state through `write_status`, which merges
+the given fields into the current status under a file lock and writes atomically, so that a
+late "queued" from the submitting process cannot overwrite the node's "running".
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from scaling import atomic
+from scaling.errors import UserError
+from scaling.spec import SPEC_VERSION, RunSpec, load_spec
+
+STORE_VERSION = 1
+STATES = ("planned", "queued", "running", "requeued", "done", "failed", "diverged", "cancelled")
+ENDED = frozenset({"done", "diverged"})  # result.json exists
+TERMINAL = frozenset({"done", "diverged", "failed", "cancelled"})
+ACTIVE = frozenset({"queued", "running", "requeued"})  # a job (or process) is responsible for the run
+
+STATUS_FILE = "status.json"
+SPEC_FILE = "spec.yaml"
+RESULT_FILE = "result.json"
+MARKER_FILE = "store.json"  # results/<sweep>/store.json: the layout version of the folder
+
+
+@dataclass(frozen=True)
+class RunStatus:
+    state: str = "planned"
+    job_id: str | None = None
+    requeues: int = 0
+    reason: str | None = None
+    updated_at: float | None = None
+    host: str | None = None
+
+
+def read_status(run_dir: str | Path) -> RunStatus:
+    """The run's status.json; a missing or torn file reads as `planned`."""
+    try:
+        d = json.loads((Path(run_dir) / STATUS_FILE).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return RunStatus()
+    known = {k: d[k] for k in RunStatus.__dataclass_fields__ if k in d}
+    return RunStatus(**known)
+
+
+def write_status(run_dir: str | Path, state: str, **fields) -> RunStatus:
+    """Sets the state and merges `fields` (job_id, requeues, reason) into status.json.
+
+    Fields not given keep their value, except `reason`, which is cleared on every write that
+    does not give one (a reason describes the current state only).
+    """
+    if state not in STATES:
+        raise ValueError(f"unknown run state {state!r}")
+    unknown = set(fields) - {"job_id", "requeues", "reason"}
+    if unknown:
+        raise ValueError(f"unknown status field(s): {', '.join(sorted(unknown))}")
+    run_dir = Path(run_dir)
+    with _locked(run_dir):
+        return _write(run_dir, read_status(run_dir), state, fields)
+
+
+def mark_submitted(run_dir: str | Path, job_id: str) -> RunStatus:
+    """`queued` with the job id, unless the job already started and wrote a later state itself."""
+    run_dir = Path(run_dir)
+    with _locked(run_dir):
+        current = read_status(run_dir)
+        if current.job_id == job_id and current.state != "queued":
+            return current
+        return _write(run_dir, current, "queued", {"job_id": job_id, "requeues": 0})
+
+
+def _write(run_dir: Path, current: RunStatus, state: str, fields: dict) -> RunStatus:
+    merged = asdict(current) | {"reason": None} | fields
+    merged.update(state=state, updated_at=round(time.time(), 3), host=socket.gethostname())
+    status = RunStatus(**merged)
+    atomic.write_json(run_dir / STATUS_FILE, asdict(status))
+    return status
+
+
+@contextmanager
+def _locked(run_dir: Path) -> Iterator[None]:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / ".status.lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def read_result(run_dir: str | Path) -> dict | None:
+    try:
+        return json.loads((Path(run_dir) / RESULT_FILE).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def last_jsonl(path: str | Path, tail_bytes: int = 8192) -> dict | None:
+    """The last complete JSON line of a log that may be large and may end in a torn line."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - tail_bytes))
+            lines = f.read().splitlines()
+    except FileNotFoundError:
+        return None
+    for line in reversed(lines):
+        try:
+            return json.loads(line)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            continue
+    return None
+
+
+# --- the sweep folder -------------------------------------------------------------------------
+
+
+def check_layout(sweep_dir: Path) -> None:
+    """Refuses a results folder written by another layout version (before anything is written)."""
+    try:
+        marker = json.loads((sweep_dir / MARKER_FILE).read_text())
+    except FileNotFoundError:
+        marker = None
+    except json.JSONDecodeError:
+        raise UserError(f"{sweep_dir / MARKER_FILE} is not valid JSON: restore it or move the folder away") from None
+    if marker is not None and marker.get("store_version") != STORE_VERSION:
+        raise UserError(
+            f"{sweep_dir} was written by an incompatible version (store_version "
+            f"{marker.get('store_version')!r}, this tool reads {STORE_VERSION}): use that version or move the folder away"
+        )
+    runs = sweep_dir / "runs"
+    if marker is None and runs.is_dir() and any(runs.iterdir()):
+        raise UserError(f"{sweep_dir} has runs but no {MARKER_FILE}: it was not written by this tool; move it away")
+
+
+def init_layout(sweep_dir: Path) -> None:
+    check_layout(sweep_dir)
+    if not (sweep_dir / MARKER_FILE).exists():
+        atomic.write_json(sweep_dir / MARKER_FILE, {"store_version": STORE_VERSION, "spec_version": SPEC_VERSION})
+
+
+def ensure_run(run_dir: Path, spec: RunSpec) -> None:
+    """Creates the run folder with its spec; an existing spec.yaml is left as it is (same key)."""
+    path = run_dir / SPEC_FILE
+    if not path.exists():
+        atomic.write_text(path, spec.to_yaml())
+
+
+def load_run_spec(run_dir: Path) -> RunSpec:
+    return load_spec(run_dir / SPEC_FILE)
+
+
+def run_state(run_dir: Path) -> str:
+    """result.json decides ended runs; a folder whose result was deleted must run again."""
+    result = read_result(run_dir)
+    if result is not None:
+        return "diverged" if result.get("status") == "diverged" else "done"
+    state = read_status(run_dir).state
+    return "planned" if state in ENDED else state
+
+
+@dataclass(frozen=True)
+class Progress:
+    step: int
+    steps: int
+    last_loss: float | None
+    flops_done: float  # training FLOPs so far under the spec's counting convention
+
+
+def run_progress(run_dir: Path, spec: RunSpec) -> Progress:
+    result = read_result(run_dir)
+    if result is not None:
+        # a diverged run stopped early: count what it spent; a done run spent its budget
+        spent = _flops(result.get("flops"), spec) if result.get("status") == "diverged" else spec.budget_flops
+        step = int(result.get("steps") or spec.steps)
+        return Progress(step, spec.steps, result.get("val_loss"), spent)
+    row = last_jsonl(run_dir / "metrics.jsonl")
+    if row is None:
+        return Progress(0, spec.steps, None, 0.0)
+    return Progress(int(row.get("step", 0)), spec.steps, row.get("train_loss"), _flops(row.get("flops"), spec))
+
+
+def _flops(flops, spec: RunSpec) -> float:
+    if isinstance(flops, dict):
+        return float(flops.get(spec.flops_convention, 0.0))
+    return 0.0
