@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from scaling.errors import UserError
@@ -73,6 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"scaling {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into `head`
+        sys.stdout = open(os.devnull, "w")
+        return 0
     except KeyboardInterrupt:
         print(f"scaling {args.command}: interrupted", file=sys.stderr)
         return 130
