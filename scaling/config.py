@@ -107,7 +107,9 @@ def compose_raw(name: str, overrides: list[str]) -> dict:
     else:
         config_dir, config_name = sweeps_config_dir(), name
         if not (config_dir / f"{name}.yaml").exists():
-            raise UserError(f"unknown sweep {name!r}: choose from {', '.join(available_sweeps())} or give a YAML path")
+            raise UserError(
+                f"unknown sweep {name!r}: choose from {', '.join(available_sweeps())} or give a YAML path"
+            )
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(config_dir), version_base=None):
@@ -132,7 +134,9 @@ def sweep_from_dict(raw: dict) -> SweepConfig:
     known = {f.name for f in fields(SweepConfig)}
     unknown = sorted(set(raw) - known)
     if unknown:
-        raise UserError(f"sweep {raw.get('name')!r}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+        raise UserError(
+            f"sweep {raw.get('name')!r}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})"
+        )
     for key in ("arms", "budgets", "ladder"):
         if key not in raw:
             raise UserError(f"sweep {raw.get('name')!r}: missing key {key!r}")
@@ -155,7 +159,9 @@ def sweep_from_dict(raw: dict) -> SweepConfig:
     if train.global_batch <= 0:
         raise UserError(f"train.global_batch must be > 0, got {train.global_batch}")
     if train.micro_batch < 0 or (train.micro_batch and train.global_batch % train.micro_batch):
-        raise UserError(f"train.micro_batch {train.micro_batch} must divide train.global_batch {train.global_batch}")
+        raise UserError(
+            f"train.micro_batch {train.micro_batch} must divide train.global_batch {train.global_batch}"
+        )
     for arm in train.lr_by_arm:
         arm_info(arm)
     rule = raw.get("size_rule")
@@ -164,11 +170,15 @@ def sweep_from_dict(raw: dict) -> SweepConfig:
     arm_sizes = {}
     for arm, per_budget in (raw.get("arm_sizes") or {}).items():
         arm_info(str(arm))
-        arm_sizes[str(arm)] = {str(k): [str(n) for n in _as_list(v, f"arm_sizes.{arm}.{k}")] for k, v in per_budget.items()}
+        arm_sizes[str(arm)] = {
+            str(k): [str(n) for n in _as_list(v, f"arm_sizes.{arm}.{k}")] for k, v in per_budget.items()
+        }
     from scaling.flops import CONVENTIONS
 
     if raw.get("flops_convention", "reference") not in CONVENTIONS:
-        raise UserError(f"unknown flops_convention {raw['flops_convention']!r}: choose from {', '.join(CONVENTIONS)}")
+        raise UserError(
+            f"unknown flops_convention {raw['flops_convention']!r}: choose from {', '.join(CONVENTIONS)}"
+        )
     return SweepConfig(
         name=str(raw["name"]),
         arms=tuple(str(a) for a in arms),

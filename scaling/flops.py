@@ -42,7 +42,9 @@ class ModelShape:
                 f"model {self.name!r}: d_model {self.d_model} is not divisible by n_heads {self.n_heads}"
             )
         if (self.d_model // self.n_heads) % 2:
-            raise UserError(f"model {self.name!r}: head dim {self.d_model // self.n_heads} must be even (rotary)")
+            raise UserError(
+                f"model {self.name!r}: head dim {self.d_model // self.n_heads} must be even (rotary)"
+            )
 
     @property
     def head_dim(self) -> int:
@@ -128,8 +130,11 @@ def fwd_flops_per_seq(shape: ModelShape, convention: str, arm: str = "mdlm-elbo"
     if convention == "reference":
         return float(2 * T * matmul_weights_per_token(shape))
     if convention == "attention":
-        return float(2 * T * matmul_weights_per_token(shape) + attention_flops_per_seq(shape)
-                     + conditioning_flops_per_seq(shape))
+        return float(
+            2 * T * matmul_weights_per_token(shape)
+            + attention_flops_per_seq(shape)
+            + conditioning_flops_per_seq(shape)
+        )
     if convention == "causal":
         attention = attention_flops_per_seq(shape)
         if arm_info(arm).causal:

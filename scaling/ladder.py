@@ -36,7 +36,9 @@ def load_ladder(name: str) -> list[ShapeSpec]:
     if path.suffix not in (".yaml", ".yml"):
         path = sweeps_config_dir() / "ladder" / f"{name}.yaml"
     if not path.exists():
-        raise UserError(f"unknown ladder {name!r}: choose from {', '.join(available_ladders())} or give a YAML path")
+        raise UserError(
+            f"unknown ladder {name!r}: choose from {', '.join(available_ladders())} or give a YAML path"
+        )
     return parse_shapes(yaml.safe_load(path.read_text()).get("shapes", []), where=str(path))
 
 
@@ -44,9 +46,15 @@ def parse_shapes(items: list, where: str) -> list[ShapeSpec]:
     shapes = []
     for i, item in enumerate(items):
         try:
-            shapes.append(ShapeSpec(str(item["name"]), int(item["d_model"]), int(item["n_layers"]), int(item["n_heads"])))
+            shapes.append(
+                ShapeSpec(
+                    str(item["name"]), int(item["d_model"]), int(item["n_layers"]), int(item["n_heads"])
+                )
+            )
         except (KeyError, TypeError, ValueError):
-            raise UserError(f"{where}: shape #{i} needs name, d_model, n_layers, n_heads (got {item!r})") from None
+            raise UserError(
+                f"{where}: shape #{i} needs name, d_model, n_layers, n_heads (got {item!r})"
+            ) from None
     names = [s.name for s in shapes]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
@@ -80,7 +88,9 @@ def generate_ladder(
     [min_params, max_params]. Depth follows width (n_layers ~ d_model / aspect); widths are
     multiples of `width_step` and divisible by their head count. Names read `d<width>-l<layers>`."""
     if not (0 < min_params <= max_params):
-        raise UserError(f"ladder range [{min_params:g}, {max_params:g}] is empty: need 0 < min_params <= max_params")
+        raise UserError(
+            f"ladder range [{min_params:g}, {max_params:g}] is empty: need 0 < min_params <= max_params"
+        )
     if count < 1:
         raise UserError(f"ladder count must be >= 1, got {count}")
     candidates = []

@@ -67,11 +67,17 @@ def ladder_shapes(cfg: SweepConfig) -> list[ShapeSpec]:
         g = dict(ladder["generate"])
         try:
             return generate_ladder(
-                float(g.pop("min_params")), float(g.pop("max_params")), int(g.pop("count")),
-                vocab=model_vocab(cfg), seq_len=cfg.data.seq_len, **g,
+                float(g.pop("min_params")),
+                float(g.pop("max_params")),
+                int(g.pop("count")),
+                vocab=model_vocab(cfg),
+                seq_len=cfg.data.seq_len,
+                **g,
             )
         except (KeyError, TypeError) as e:
-            raise UserError(f"ladder.generate needs min_params, max_params, count (and optional aspect, width_step, max_layers): {e}") from None
+            raise UserError(
+                f"ladder.generate needs min_params, max_params, count (and optional aspect, width_step, max_layers): {e}"
+            ) from None
     raise UserError(f"ladder must be a name, a list of shapes or {{generate: {{...}}}}, got {ladder!r}")
 
 
@@ -84,7 +90,9 @@ def _lookup_budget(table: dict[str, list[str]], budget: float) -> list[str] | No
             if math.isclose(float(key), budget, rel_tol=1e-9):
                 return names
         except ValueError:
-            raise UserError(f"size list key {key!r} is not a FLOP budget (write e.g. '6e18') or 'default'") from None
+            raise UserError(
+                f"size list key {key!r} is not a FLOP budget (write e.g. '6e18') or 'default'"
+            ) from None
     return table.get("default")
 
 
@@ -117,7 +125,11 @@ def _sizes_by_rule(cfg: SweepConfig, arm: str, budget: float, shapes: list[Model
         if steps > 0 and rule.min_tokens_per_param <= tpp <= rule.max_tokens_per_param:
             picked.append(shape)
     if rule.max_sizes and len(picked) > rule.max_sizes:
-        idx = [round(i * (len(picked) - 1) / (rule.max_sizes - 1)) for i in range(rule.max_sizes)] if rule.max_sizes > 1 else [len(picked) // 2]
+        idx = (
+            [round(i * (len(picked) - 1) / (rule.max_sizes - 1)) for i in range(rule.max_sizes)]
+            if rule.max_sizes > 1
+            else [len(picked) // 2]
+        )
         picked = [picked[i] for i in sorted(set(idx))]
     return picked
 
@@ -132,7 +144,11 @@ def _steps(cfg: SweepConfig, arm: str, budget: float, shape: ModelShape) -> int:
 
 def warmup_for(cfg: SweepConfig, steps: int) -> int:
     t = cfg.train
-    warmup = t.warmup_steps if t.warmup_steps >= 0 else max(math.ceil(t.warmup_fraction * steps), t.min_warmup_steps)
+    warmup = (
+        t.warmup_steps
+        if t.warmup_steps >= 0
+        else max(math.ceil(t.warmup_fraction * steps), t.min_warmup_steps)
+    )
     return min(warmup, steps)
 
 
@@ -143,7 +159,9 @@ def lr_for(cfg: SweepConfig, arm: str, shape: ModelShape) -> float:
     return lr
 
 
-def plan_run(cfg: SweepConfig, arm: str, budget: float, shape: ModelShape, seed: int, train_tokens: float) -> PlannedRun:
+def plan_run(
+    cfg: SweepConfig, arm: str, budget: float, shape: ModelShape, seed: int, train_tokens: float
+) -> PlannedRun:
     steps = _steps(cfg, arm, budget, shape)
     per_step = _flops_per_step(cfg, arm, shape)
     t, d = cfg.train, cfg.data
@@ -157,17 +175,27 @@ def plan_run(cfg: SweepConfig, arm: str, budget: float, shape: ModelShape, seed:
         global_batch=t.global_batch,
         micro_batch=t.micro_batch,
         optim=OptimSpec(
-            lr=lr, min_lr=lr * t.min_lr_ratio, warmup_steps=warmup_for(cfg, steps), betas=tuple(t.betas),
-            weight_decay=t.weight_decay, eps=t.eps, grad_clip=t.grad_clip,
+            lr=lr,
+            min_lr=lr * t.min_lr_ratio,
+            warmup_steps=warmup_for(cfg, steps),
+            betas=tuple(t.betas),
+            weight_decay=t.weight_decay,
+            eps=t.eps,
+            grad_clip=t.grad_clip,
         ),
         data=DataSpec(
-            corpus=d.corpus, tokenizer=d.tokenizer, vocab_size=d.vocab_size, seq_len=d.seq_len,
+            corpus=d.corpus,
+            tokenizer=d.tokenizer,
+            vocab_size=d.vocab_size,
+            seq_len=d.seq_len,
             val_fraction=d.val_fraction,
             shards=str(shards_dir(d.corpus, d.tokenizer, d.vocab_size, d.val_fraction)),
         ),
         eval=EvalSpec(
-            every=max(1, steps // max(1, cfg.eval.evals_per_run)), sequences=cfg.eval.sequences,
-            t_per_seq=cfg.eval.t_per_seq, seed=cfg.eval.seed,
+            every=max(1, steps // max(1, cfg.eval.evals_per_run)),
+            sequences=cfg.eval.sequences,
+            t_per_seq=cfg.eval.t_per_seq,
+            seed=cfg.eval.seed,
         ),
         seed=seed,
         precision=t.precision,
@@ -181,10 +209,16 @@ def plan_run(cfg: SweepConfig, arm: str, budget: float, shape: ModelShape, seed:
     where = f"{arm} {shape.name} @ {budget_tag(budget)}"
     warnings = []
     if steps > 0 and abs(deviation) > DEVIATION_WARN:
-        warnings.append(f"{where}: achieved FLOPs {achieved:.3g} are {100 * deviation:+.1f}% off the budget ({steps} steps)")
+        warnings.append(
+            f"{where}: achieved FLOPs {achieved:.3g} are {100 * deviation:+.1f}% off the budget ({steps} steps)"
+        )
     if train_tokens and tokens > train_tokens:
-        warnings.append(f"{where}: needs {tokens:.3g} tokens, the data has {train_tokens:.3g} ({tokens / train_tokens:.1f} epochs: data repetition)")
-    return PlannedRun(spec, params_total(shape), n, per_step, tokens, tokens / n, achieved, deviation, tuple(warnings))
+        warnings.append(
+            f"{where}: needs {tokens:.3g} tokens, the data has {train_tokens:.3g} ({tokens / train_tokens:.1f} epochs: data repetition)"
+        )
+    return PlannedRun(
+        spec, params_total(shape), n, per_step, tokens, tokens / n, achieved, deviation, tuple(warnings)
+    )
 
 
 def plan_sweep(cfg: SweepConfig, train_tokens: float | None = None) -> Plan:
@@ -224,5 +258,7 @@ def plan_sweep(cfg: SweepConfig, train_tokens: float | None = None) -> Plan:
     keys = [d.run_key for d in details]
     if len(set(keys)) != len(keys):
         dup = next(k for k in keys if keys.count(k) > 1)
-        raise UserError(f"two runs of the sweep have the same run key {dup}: a model is listed twice at one budget")
+        raise UserError(
+            f"two runs of the sweep have the same run key {dup}: a model is listed twice at one budget"
+        )
     return Plan(cfg, details, warnings)

@@ -146,7 +146,9 @@ def load_spec(path: str | Path) -> RunSpec:
     try:
         d = yaml.safe_load(path.read_text())
     except FileNotFoundError:
-        raise UserError(f"spec file {path} does not exist: write one with `scaling plan SWEEP --specs DIR`") from None
+        raise UserError(
+            f"spec file {path} does not exist: write one with `scaling plan SWEEP --specs DIR`"
+        ) from None
     except yaml.YAMLError as e:
         raise UserError(f"spec file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
     return RunSpec.from_dict(d)

@@ -28,7 +28,12 @@ def render(rows: Sequence[dict], columns: Sequence[str], fmt: str = "table") -> 
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(columns)
         for r in rows:
-            writer.writerow(["" if r.get(c) is None else (repr(r[c]) if isinstance(r[c], float) else _csv(r[c])) for c in columns])
+            writer.writerow(
+                [
+                    "" if r.get(c) is None else (repr(r[c]) if isinstance(r[c], float) else _csv(r[c]))
+                    for c in columns
+                ]
+            )
         return out.getvalue().rstrip("\n")
     cells = [[_cell(r.get(c)) for c in columns] for r in rows]
     widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
@@ -36,7 +41,9 @@ def render(rows: Sequence[dict], columns: Sequence[str], fmt: str = "table") -> 
     lines = ["  ".join(c.rjust(w) if n else c.ljust(w) for c, w, n in zip(columns, widths, numeric)).rstrip()]
     lines.append("  ".join("-" * w for w in widths))
     for row in cells:
-        lines.append("  ".join(v.rjust(w) if n else v.ljust(w) for v, w, n in zip(row, widths, numeric)).rstrip())
+        lines.append(
+            "  ".join(v.rjust(w) if n else v.ljust(w) for v, w, n in zip(row, widths, numeric)).rstrip()
+        )
     return "\n".join(lines)
 
 

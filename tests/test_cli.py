@@ -12,7 +12,9 @@ from scaling.cli import COMMANDS
 
 
 def scaling(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "scaling.cli", *args], capture_output=True, text=True, cwd=cwd)
+    return subprocess.run(
+        [sys.executable, "-m", "scaling.cli", *args], capture_output=True, text=True, cwd=cwd
+    )
 
 
 def test_top_level_help_lists_every_command():
@@ -35,8 +37,18 @@ def test_ladder_csv_has_the_documented_columns():
     rows = list(csv.DictReader(io.StringIO(out.stdout)))
     assert len(rows) == 28
     assert list(rows[0]) == [
-        "name", "d_model", "n_layers", "n_heads", "vocab", "seq_len", "params_total", "params_non_embedding",
-        "fwd_flops_per_seq_reference", "fwd_flops_per_seq_attention", "fwd_flops_per_seq_causal", "fwd_flops_per_seq_6N",
+        "name",
+        "d_model",
+        "n_layers",
+        "n_heads",
+        "vocab",
+        "seq_len",
+        "params_total",
+        "params_non_embedding",
+        "fwd_flops_per_seq_reference",
+        "fwd_flops_per_seq_attention",
+        "fwd_flops_per_seq_causal",
+        "fwd_flops_per_seq_6N",
     ]
     first = rows[0]
     d, L, V, T = 256, 6, 32001, 2048

@@ -9,6 +9,7 @@ from scaling.errors import UserError
 from scaling.flops import (
     CONVENTIONS,
     ModelShape,
+    conditioning_flops_per_seq,
     fwd_flops_per_seq,
     params_non_embedding,
     params_total,
@@ -20,8 +21,14 @@ REFERENCE = list(csv.DictReader(open(Path(__file__).parent / "reference_flops.cs
 
 
 def shape_of(row) -> ModelShape:
-    return ModelShape(row["name"], int(row["d_model"]), int(row["n_layers"]), int(row["n_heads"]),
-                      int(row["vocab"]), int(row["seq_len"]))
+    return ModelShape(
+        row["name"],
+        int(row["d_model"]),
+        int(row["n_layers"]),
+        int(row["n_heads"]),
+        int(row["vocab"]),
+        int(row["seq_len"]),
+    )
 
 
 @pytest.mark.parametrize("row", REFERENCE, ids=[r["name"] for r in REFERENCE])
@@ -71,9 +78,15 @@ def test_conventions_relations():
 
 def test_attention_share_matches_design_ratio():
     # DESIGN.md: attention is T/(6d) of the weight matmuls per layer: 1.33x at d=256, T=2048.
-    s = ModelShape("t", 256, 1, 4, 1, 2048)
-    blocks = 2 * 2048 * 12 * 256 * 256
-    assert (4 * 2048 * 2048 * 256) / blocks == pytest.approx(2048 / (6 * 256))
+    for d in (256, 2176):
+        s = ModelShape("t", d, 3, 4, 1, 2048)
+        attention = (
+            fwd_flops_per_seq(s, "attention")
+            - fwd_flops_per_seq(s, "reference")
+            - conditioning_flops_per_seq(s)
+        )
+        blocks = fwd_flops_per_seq(s, "reference") - 2 * 2048 * d * 1  # minus the (V=1) head
+        assert attention / blocks == pytest.approx(2048 / (6 * d))
 
 
 def test_paper_ladder_is_the_study_ladder():
@@ -84,7 +97,9 @@ def test_paper_ladder_is_the_study_ladder():
     ]
 
 
-@pytest.mark.parametrize("bad", [dict(d_model=0), dict(n_heads=3), dict(seq_len=-1), dict(vocab=0), dict(d_model=24, n_heads=8)])
+@pytest.mark.parametrize(
+    "bad", [dict(d_model=0), dict(n_heads=3), dict(seq_len=-1), dict(vocab=0), dict(d_model=24, n_heads=8)]
+)
 def test_bad_shapes_are_user_errors(bad):
     kwargs = dict(name="x", d_model=16, n_layers=1, n_heads=2, vocab=10, seq_len=8) | bad
     with pytest.raises(UserError):

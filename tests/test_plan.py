@@ -20,8 +20,12 @@ LADDER = [
 
 def sweep(**over):
     raw = {
-        "name": "t", "arms": ["ar", "mdlm-ce"], "budgets": [1e10, 3e10], "ladder": LADDER,
-        "sizes": {"default": ["a", "b", "c"]}, "flops_convention": "attention",
+        "name": "t",
+        "arms": ["ar", "mdlm-ce"],
+        "budgets": [1e10, 3e10],
+        "ladder": LADDER,
+        "sizes": {"default": ["a", "b", "c"]},
+        "flops_convention": "attention",
         "data": {"vocab_size": 256, "seq_len": 64, "train_tokens": 1e9},
         "train": {"global_batch": 8, "lr": 1e-3, "min_warmup_steps": 5},
         "expected_tokens_per_param": 20,
@@ -50,9 +54,14 @@ def test_steps_follow_the_formula_and_spend_the_budget():
 
 
 def test_convention_changes_steps():
-    att = {(d.spec.arm, d.spec.model.name, d.spec.budget_flops): d.spec.steps for d in plan_sweep(sweep()).details}
-    ref = {(d.spec.arm, d.spec.model.name, d.spec.budget_flops): d.spec.steps
-           for d in plan_sweep(sweep(flops_convention="reference")).details}
+    att = {
+        (d.spec.arm, d.spec.model.name, d.spec.budget_flops): d.spec.steps
+        for d in plan_sweep(sweep()).details
+    }
+    ref = {
+        (d.spec.arm, d.spec.model.name, d.spec.budget_flops): d.spec.steps
+        for d in plan_sweep(sweep(flops_convention="reference")).details
+    }
     assert all(ref[k] >= att[k] for k in att) and any(ref[k] > att[k] for k in att)
 
 
@@ -61,12 +70,19 @@ def test_run_keys_are_stable_and_sensitive():
     assert base == {d.run_key for d in plan_sweep(sweep()).details}
     assert len(base) == 12
     # bookkeeping does not change keys
-    assert base == {d.run_key for d in plan_sweep(sweep(name="renamed", train={"checkpoint_every": 7})).details}
+    assert base == {
+        d.run_key for d in plan_sweep(sweep(name="renamed", train={"checkpoint_every": 7})).details
+    }
     # anything that changes results does
     for change in (
-        dict(train={"lr": 2e-3}), dict(train={"global_batch": 16}), dict(data={"seq_len": 32}),
-        dict(seeds=[1]), dict(train={"weight_decay": 0.0}), dict(eval={"sequences": 32}),
-        dict(data={"tokenizer": "bpe"}), dict(flops_convention="reference"),
+        dict(train={"lr": 2e-3}),
+        dict(train={"global_batch": 16}),
+        dict(data={"seq_len": 32}),
+        dict(seeds=[1]),
+        dict(train={"weight_decay": 0.0}),
+        dict(eval={"sequences": 32}),
+        dict(data={"tokenizer": "bpe"}),
+        dict(flops_convention="reference"),
     ):
         keys = {d.run_key for d in plan_sweep(sweep(**change)).details}
         assert not keys & base, change
@@ -77,7 +93,9 @@ def test_run_key_ignores_model_label_but_not_shape():
     s = plan.runs[0]
     relabelled = replace(s, model=replace(s.model, name=s.model.name))
     assert relabelled.run_key == s.run_key
-    wider = replace(s, model=ModelShape(s.model.name, 48, s.model.n_layers, 3, s.model.vocab, s.model.seq_len))
+    wider = replace(
+        s, model=ModelShape(s.model.name, 48, s.model.n_layers, 3, s.model.vocab, s.model.seq_len)
+    )
     assert wider.run_key != s.run_key
 
 
@@ -91,8 +109,12 @@ def test_per_arm_sizes_and_seeds():
 
 def test_size_rule_picks_the_tokens_per_param_window():
     shapes = generate_ladder(2e3, 5e5, 10, 257, 64, aspect=16)
-    ladder = [{"name": s.name, "d_model": s.d_model, "n_layers": s.n_layers, "n_heads": s.n_heads} for s in shapes]
-    plan = plan_sweep(sweep(ladder=ladder, sizes={}, size_rule={"min_tokens_per_param": 5, "max_tokens_per_param": 200}))
+    ladder = [
+        {"name": s.name, "d_model": s.d_model, "n_layers": s.n_layers, "n_heads": s.n_heads} for s in shapes
+    ]
+    plan = plan_sweep(
+        sweep(ladder=ladder, sizes={}, size_rule={"min_tokens_per_param": 5, "max_tokens_per_param": 200})
+    )
     assert plan.details
     for d in plan.details:
         assert 5 <= d.tokens_per_param <= 200
@@ -100,8 +122,16 @@ def test_size_rule_picks_the_tokens_per_param_window():
     everything = plan_sweep(sweep(ladder=ladder, sizes={}, size_rule=wide))
     limited = plan_sweep(sweep(ladder=ladder, sizes={}, size_rule=wide | {"max_sizes": 3}))
     for arm in ("ar", "mdlm-ce"):
-        full = [d.params_non_embedding for d in everything.details if d.spec.arm == arm and d.spec.budget_flops == 1e10]
-        cell = [d.params_non_embedding for d in limited.details if d.spec.arm == arm and d.spec.budget_flops == 1e10]
+        full = [
+            d.params_non_embedding
+            for d in everything.details
+            if d.spec.arm == arm and d.spec.budget_flops == 1e10
+        ]
+        cell = [
+            d.params_non_embedding
+            for d in limited.details
+            if d.spec.arm == arm and d.spec.budget_flops == 1e10
+        ]
         assert len(full) > 3 and len(cell) == 3
         assert cell[0] == min(full) and cell[-1] == max(full)
 

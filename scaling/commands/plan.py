@@ -13,22 +13,37 @@ from scaling.spec import budget_tag
 from scaling.tables import FORMATS, render
 
 COLUMNS = [
-    "run_key", "arm", "model", "budget_flops", "params_non_embedding", "steps", "tokens", "tokens_per_param",
-    "lr", "warmup_steps", "achieved_flops", "deviation_pct", "warnings",
+    "run_key",
+    "arm",
+    "model",
+    "budget_flops",
+    "params_non_embedding",
+    "steps",
+    "tokens",
+    "tokens_per_param",
+    "lr",
+    "warmup_steps",
+    "achieved_flops",
+    "deviation_pct",
+    "warnings",
 ]
 
 
 def add_sweep_arguments(p: argparse.ArgumentParser) -> None:
     """SWEEP and Hydra overrides: shared by every command that plans."""
     p.add_argument("sweep", help=f"a sweep in sweeps/ ({', '.join(available_sweeps())}) or a YAML path")
-    p.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. budgets=[6e18,1e19] arms=[mdlm-ce] cluster=slurm")
+    p.add_argument(
+        "overrides", nargs="*", help="Hydra overrides, e.g. budgets=[6e18,1e19] arms=[mdlm-ce] cluster=slurm"
+    )
 
 
 def configure(p: argparse.ArgumentParser) -> None:
     add_sweep_arguments(p)
     p.add_argument("--format", choices=FORMATS, default="table")
     p.add_argument("--out", type=Path, help="write the table to this file instead of stdout")
-    p.add_argument("--specs", type=Path, metavar="DIR", help="also write one spec per run: DIR/<run_key>.yaml")
+    p.add_argument(
+        "--specs", type=Path, metavar="DIR", help="also write one spec per run: DIR/<run_key>.yaml"
+    )
 
 
 def plan_rows(plan: Plan) -> list[dict]:
