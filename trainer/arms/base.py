@@ -1,0 +1,75 @@
+"""The interface every arm implements, and the noise schedule the diffusion arms share.
+
+    arm = get_arm(name, vocab)                       # trainer.arms
+    t = arm.sample_t(n_global, u)                    # [n_global] float32 on the CPU, or None (AR)
+    loss = arm.training_loss(model, x, t, generator)     # scalar, the training objective per token
+    nelbo = arm.validation_loss(model, x, t, generator)  # [B], nats per token, the common metric
+
+x: LongTensor [B, T] of real-token ids in [0, vocab - 1); the last id of the model's vocabulary
+is [MASK] (`mask_id`), which never occurs in data. t: this rank's slice of `sample_t` (moved to
+x.device here). generator: a torch.Generator on x.device; all of an arm's randomness (masks,
+noise, Eso-LM orders) comes from it, so a loss is deterministic given (x, t, generator state).
+model: anything with DiT's forward signature (tests pass oracle denoisers).
+
+Every arm's denoiser puts no mass on [MASK] (its logit is -inf): data never contains it, and the
+uniform-state arm's K real tokens exclude it.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import torch
+from torch import Tensor, nn
+
+from scaling.arms import ArmInfo
+
+EPS = 1e-3  # schedule floor: alpha_1 = EPS, and t is drawn from [EPS, 1]
+
+
+def alpha(t: Tensor) -> Tensor:
+    """Log-linear schedule: alpha_t = 1 - (1 - eps) t, so sigma_t = -log alpha_t is log-linear in t."""
+    return 1 - (1 - EPS) * t
+
+
+def alpha_prime(t: Tensor) -> Tensor:
+    return torch.full_like(t, -(1 - EPS))
+
+
+def stratified_t(n: int, u: float) -> Tensor:
+    """Antithetic times for a global batch of n: t_i = eps + (1 - eps) ((u + i/n) mod 1), u ~ U(0, 1).
+
+    One u shared by every rank gives each rank its contiguous slice of one stratified set.
+    """
+    grid = torch.remainder(u + torch.arange(n, dtype=torch.float64) / n, 1.0)
+    return (EPS + (1 - EPS) * grid).float()
+
+
+def forbid_mask(logits: Tensor, mask_id: int) -> Tensor:
+    """Set the [MASK] logit to -inf in place (the head's output is not saved for backward)."""
+    logits[..., mask_id] = float("-inf")
+    return logits
+
+
+class Arm(ABC):
+    def __init__(self, info: ArmInfo, vocab: int) -> None:
+        if vocab < 3:
+            raise ValueError(f"vocab {vocab} must hold at least two real tokens and [MASK]")
+        self.info = info
+        self.vocab = vocab
+        self.mask_id = vocab - 1
+
+    def sample_t(self, n_global: int, u: float) -> Tensor | None:
+        return stratified_t(n_global, u)
+
+    @abstractmethod
+    def training_loss(
+        self, model: nn.Module, x: Tensor, t: Tensor | None, generator: torch.Generator
+    ) -> Tensor:
+        """Scalar: sum of per-token training losses / number of predicted tokens."""
+
+    @abstractmethod
+    def validation_loss(
+        self, model: nn.Module, x: Tensor, t: Tensor | None, generator: torch.Generator
+    ) -> Tensor:
+        """[B]: per-sequence NELBO (diffusion) or exact NLL (AR), in nats per token."""

@@ -1,0 +1,53 @@
+"""Masked (absorbing-state) diffusion, MDLM: bidirectional denoiser without time conditioning.
+
+Each token is replaced by [MASK] with probability 1 - alpha_t; the loss is the cross-entropy of
+the masked tokens (the SUBS parameterization copies visible tokens, so they cost nothing):
+  NELBO per token = -alpha'_t / (1 - alpha_t) * 1[z = MASK] * (-log p(x | z_t)),
+which is exactly 1/t under the log-linear schedule; the "ce" objective uses weight 1 instead.
+Validation is always the NELBO. Losses are summed over positions and divided by B T.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from trainer.arms.base import Arm, alpha, alpha_prime, forbid_mask
+
+
+def nelbo_weight(t: Tensor) -> Tensor:
+    return -alpha_prime(t) / (1 - alpha(t))
+
+
+class MaskedDiffusion(Arm):
+    def mask(self, x: Tensor, t: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        """(z_t, masked): each token masked independently with probability 1 - alpha_t."""
+        masked = torch.rand(x.shape, generator=generator, device=x.device) < (1 - alpha(t))[:, None]
+        return torch.where(masked, self.mask_id, x), masked
+
+    def denoise(self, model: nn.Module, z: Tensor, masked: Tensor, generator: torch.Generator) -> Tensor:
+        """Logits [B, T, V] at true positions, [MASK] forbidden."""
+        return forbid_mask(model(z, mode="bidirectional"), self.mask_id)
+
+    def masked_nll(self, model: nn.Module, x: Tensor, t: Tensor, generator: torch.Generator) -> Tensor:
+        """[B, T]: -log p(x_l | z_t) on masked positions, 0 on visible ones."""
+        z, masked = self.mask(x, t, generator)
+        logits = self.denoise(model, z, masked, generator)
+        nll = F.cross_entropy(logits.flatten(0, 1), x.flatten(), reduction="none").view_as(x)
+        return nll * masked
+
+    def training_loss(
+        self, model: nn.Module, x: Tensor, t: Tensor | None, generator: torch.Generator
+    ) -> Tensor:
+        t = t.to(x.device)
+        nll = self.masked_nll(model, x, t, generator)
+        if self.info.objective == "elbo":
+            nll = nelbo_weight(t)[:, None] * nll
+        return nll.sum() / x.numel()
+
+    def validation_loss(
+        self, model: nn.Module, x: Tensor, t: Tensor | None, generator: torch.Generator
+    ) -> Tensor:
+        t = t.to(x.device)
+        return (nelbo_weight(t)[:, None] * self.masked_nll(model, x, t, generator)).mean(dim=1)

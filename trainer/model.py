@@ -1,0 +1,153 @@
+"""The DiT backbone shared by every arm, so that FLOPs and parameter counts agree across arms.
+
+Embedding -> n_layers x (adaLN-modulated pre-LayerNorm attention with rotary + MLP 4x GELU-tanh)
+-> adaLN-modulated final LayerNorm -> untied head. The time embedding (sinusoidal features of
+sigma -> MLP) drives adaLN; AR and MDLM pass sigma = 0 but keep the same weights so that the
+parameter count (scaling.flops.params_total) and FLOPs are one formula for all arms.
+
+Attention has two masks, "bidirectional" and "causal". Eso-LM's permuted causal order is the
+causal mask applied to a sequence the arm has permuted, with `positions` carrying each token's
+true position into the rotary embedding (so flash-attn's causal kernel serves it too).
+Backend: flash-attn when it imports and the tensors are half precision on CUDA, torch SDPA
+otherwise (CPU included). Logits are returned in float32 whatever the autocast dtype.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from scaling.flops import MLP_RATIO, ModelShape, cond_dim, time_freq_dim
+
+try:
+    from flash_attn import flash_attn_func
+except ImportError:  # CPU installs, and half-installed wheels that fail on import
+    flash_attn_func = None
+
+ATTENTION_MODES = ("bidirectional", "causal")
+ROTARY_BASE = 10_000.0
+
+
+def attention(q: Tensor, k: Tensor, v: Tensor, mode: str) -> Tensor:
+    """Multi-head attention on [B, T, H, hd] tensors (the layout flash-attn wants); returns [B, T, H, hd]."""
+    causal = mode == "causal"
+    if flash_attn_func is not None and q.is_cuda and q.dtype in (torch.float16, torch.bfloat16):
+        return flash_attn_func(q, k, v, causal=causal)
+    out = F.scaled_dot_product_attention(
+        q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=causal
+    )
+    return out.transpose(1, 2)
+
+
+def rotary_tables(seq_len: int, head_dim: int) -> tuple[Tensor, Tensor]:
+    """cos and sin of position * frequency, [seq_len, head_dim] (rotate-half layout)."""
+    inv_freq = ROTARY_BASE ** (-torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
+    angles = torch.outer(torch.arange(seq_len, dtype=torch.float64), inv_freq)
+    angles = torch.cat([angles, angles], dim=-1)
+    return angles.cos().float(), angles.sin().float()
+
+
+def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotate [B, T, H, hd] by per-token angles; cos/sin are [B or 1, T, hd]."""
+    x1, x2 = x.chunk(2, dim=-1)
+    rotated = torch.cat([-x2, x1], dim=-1)
+    return (x * cos[:, :, None] + rotated * sin[:, :, None]).to(x.dtype)
+
+
+def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
+    return x * (1 + scale) + shift
+
+
+class TimeEmbedding(nn.Module):
+    """sigma -> 2c sinusoidal features -> Linear -> SiLU -> Linear (c-d, c = cond_dim(d) = min(128, d))."""
+
+    def __init__(self, freq_dim: int, cond: int) -> None:
+        super().__init__()
+        half = freq_dim // 2
+        self.register_buffer(
+            "freqs", torch.exp(-math.log(10_000.0) * torch.arange(half) / half), persistent=False
+        )
+        self.mlp = nn.Sequential(nn.Linear(freq_dim, cond), nn.SiLU(), nn.Linear(cond, cond))
+
+    def forward(self, sigma: Tensor) -> Tensor:
+        args = sigma.float()[:, None] * self.freqs[None]
+        return self.mlp(torch.cat([args.cos(), args.sin()], dim=-1))
+
+
+class Block(nn.Module):
+    def __init__(self, d: int, n_heads: int, cond: int) -> None:
+        super().__init__()
+        self.n_heads = n_heads
+        self.norm1 = nn.LayerNorm(d, bias=False)
+        self.qkv = nn.Linear(d, 3 * d, bias=False)
+        self.attn_out = nn.Linear(d, d, bias=False)
+        self.norm2 = nn.LayerNorm(d, bias=False)
+        self.mlp = nn.Sequential(
+            nn.Linear(d, MLP_RATIO * d), nn.GELU(approximate="tanh"), nn.Linear(MLP_RATIO * d, d)
+        )
+        # adaLN-Zero: shift, scale and gate start at 0, so every block starts as the identity
+        self.adaln = nn.Linear(cond, 6 * d)
+        nn.init.zeros_(self.adaln.weight)
+        nn.init.zeros_(self.adaln.bias)
+
+    def forward(self, x: Tensor, c: Tensor, cos: Tensor, sin: Tensor, mode: str) -> Tensor:
+        B, T, d = x.shape
+        shift1, scale1, gate1, shift2, scale2, gate2 = self.adaln(c)[:, None].chunk(6, dim=-1)
+        q, k, v = self.qkv(modulate(self.norm1(x), shift1, scale1)).view(B, T, 3, self.n_heads, -1).unbind(2)
+        h = attention(apply_rotary(q, cos, sin), apply_rotary(k, cos, sin), v, mode)
+        x = x + gate1 * self.attn_out(h.reshape(B, T, d))
+        return x + gate2 * self.mlp(modulate(self.norm2(x), shift2, scale2))
+
+
+class DiT(nn.Module):
+    def __init__(self, shape: ModelShape) -> None:
+        super().__init__()
+        self.shape = shape
+        d = shape.d_model
+        self.embed = nn.Embedding(shape.vocab, d)
+        nn.init.kaiming_uniform_(self.embed.weight, a=math.sqrt(5))  # ~U(+-1/sqrt(d)), as the study's DiT
+        cond = cond_dim(d)
+        self.time = TimeEmbedding(time_freq_dim(d), cond)
+        self.blocks = nn.ModuleList(Block(d, shape.n_heads, cond) for _ in range(shape.n_layers))
+        self.norm_final = nn.LayerNorm(d, bias=False)
+        self.adaln_final = nn.Linear(cond, 2 * d)
+        self.head = nn.Linear(d, shape.vocab)
+        # zero final modulation and head: uniform logits at init, as the study's DiT
+        for p in (*self.adaln_final.parameters(), *self.head.parameters()):
+            nn.init.zeros_(p)
+        cos, sin = rotary_tables(shape.seq_len, shape.head_dim)
+        self.register_buffer("rotary_cos", cos, persistent=False)
+        self.register_buffer("rotary_sin", sin, persistent=False)
+
+    def forward(
+        self,
+        tokens: Tensor,
+        sigma: Tensor | None = None,
+        mode: str = "bidirectional",
+        positions: Tensor | None = None,
+    ) -> Tensor:
+        """tokens [B, T] -> float32 logits [B, T, V].
+
+        sigma [B]: noise level fed to adaLN (None = 0). positions [B, T]: true position of each
+        token for rotary (None = 0..T-1); pass it with a permuted `tokens` for Eso-LM's order.
+        """
+        if mode not in ATTENTION_MODES:
+            raise ValueError(f"unknown attention mode {mode!r}: choose from {', '.join(ATTENTION_MODES)}")
+        B, T = tokens.shape
+        if T > self.shape.seq_len:
+            raise ValueError(f"sequence of {T} tokens exceeds the model's seq_len {self.shape.seq_len}")
+        if sigma is None:
+            sigma = torch.zeros(B, device=tokens.device)
+        if positions is None:
+            cos, sin = self.rotary_cos[None, :T], self.rotary_sin[None, :T]
+        else:
+            cos, sin = self.rotary_cos[positions], self.rotary_sin[positions]
+        c = F.silu(self.time(sigma))
+        x = self.embed(tokens)
+        for block in self.blocks:
+            x = block(x, c, cos, sin, mode)
+        shift, scale = self.adaln_final(c)[:, None].chunk(2, dim=-1)
+        return self.head(modulate(self.norm_final(x), shift, scale)).float()
