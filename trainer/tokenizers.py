@@ -1,0 +1,174 @@
+"""Tokenizers that turn corpus text into shard ids: bytes, a BPE trained on the corpus, any HF
+`tokenizers` JSON (`hf:PATH`) or a SentencePiece model (`spm:PATH`).
+
+The id space of the tokenizer is [0, vocab_size); the model adds [MASK] as id vocab_size (the
+model vocabulary's last id). Special tokens are never inserted: shards hold the text's ids only.
+A tokenizer saves itself next to the shards (`save`) so `load_tokenizer` can decode samples later.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+from typing import Protocol
+
+from scaling.errors import UserError
+
+BYTES_VOCAB = 256
+KINDS = ("bytes", "bpe", "hf", "spm")
+DEFAULT_BPE_VOCAB = 4096
+
+
+class TextTokenizer(Protocol):
+    kind: str
+    vocab_size: int
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]: ...
+
+    def decode(self, ids: list[int]) -> str: ...
+
+    def save(self, folder: Path) -> str | None:
+        """Writes what `load` needs into `folder`; returns the file name (None: nothing to save)."""
+        ...
+
+
+def parse(tokenizer: str) -> tuple[str, str | None]:
+    """'bpe' -> ('bpe', None); 'hf:PATH' -> ('hf', PATH)."""
+    kind, _, path = tokenizer.partition(":")
+    if kind not in KINDS or (kind in ("hf", "spm")) != bool(path):
+        raise UserError(
+            f"unknown tokenizer {tokenizer!r}: use bytes, bpe, hf:PATH (tokenizer.json) or spm:PATH (.model)"
+        )
+    if path and not Path(path).is_file():
+        raise UserError(f"tokenizer file {path} does not exist")
+    return kind, path or None
+
+
+def file_digest(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+class ByteTokenizer:
+    kind = "bytes"
+    vocab_size = BYTES_VOCAB
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        return [list(t.encode("utf-8")) for t in texts]
+
+    def decode(self, ids: list[int]) -> str:
+        return bytes(int(i) for i in ids if i < BYTES_VOCAB).decode("utf-8", errors="replace")
+
+    def save(self, folder: Path) -> str | None:
+        return None
+
+
+class HFTokenizer:
+    """A `tokenizers.Tokenizer`: a BPE trained here (kind bpe) or one loaded from a JSON file (hf)."""
+
+    file_name = "tokenizer.json"
+
+    def __init__(self, tok, kind: str):
+        self.tok = tok
+        self.kind = kind
+        self.vocab_size = tok.get_vocab_size(with_added_tokens=True)
+
+    @classmethod
+    def train_bpe(cls, texts: list[str], vocab_size: int) -> HFTokenizer:
+        """Byte-level BPE (no unknown tokens); the HF trainer is deterministic given texts and size."""
+        from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+        alphabet = pre_tokenizers.ByteLevel.alphabet()
+        if vocab_size < len(alphabet):
+            raise UserError(f"a byte-level BPE needs vocab_size >= {len(alphabet)}, got {vocab_size}")
+        tok = Tokenizer(models.BPE())
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(vocab_size=vocab_size, initial_alphabet=alphabet, show_progress=False)
+        tok.train_from_iterator(texts, trainer=trainer)
+        return cls(tok, "bpe")
+
+    @classmethod
+    def from_file(cls, path: str | Path, kind: str = "hf") -> HFTokenizer:
+        from tokenizers import Tokenizer
+
+        try:
+            return cls(Tokenizer.from_file(str(path)), kind)
+        except Exception as e:  # the library raises plain Exception subclasses for bad files
+            raise UserError(f"{path} is not a HF tokenizers JSON file: {str(e).splitlines()[0]}") from None
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        return [e.ids for e in self.tok.encode_batch(texts, add_special_tokens=False)]
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tok.decode([int(i) for i in ids], skip_special_tokens=False)
+
+    def save(self, folder: Path) -> str | None:
+        self.tok.save(str(folder / self.file_name))
+        return self.file_name
+
+
+class SentencePieceTokenizer:
+    kind = "spm"
+    file_name = "tokenizer.model"
+
+    def __init__(self, path: str | Path):
+        try:
+            import sentencepiece
+        except ImportError:
+            raise UserError(
+                "spm: tokenizers need the sentencepiece package: `.venv/bin/pip install sentencepiece`"
+            ) from None
+        self.path = Path(path)
+        try:
+            self.sp = sentencepiece.SentencePieceProcessor(model_file=str(path))
+        except (OSError, RuntimeError) as e:
+            raise UserError(f"{path} is not a SentencePiece model: {str(e).splitlines()[0]}") from None
+        self.vocab_size = int(self.sp.get_piece_size())
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        return self.sp.encode(texts)
+
+    def decode(self, ids: list[int]) -> str:
+        return self.sp.decode([int(i) for i in ids])
+
+    def save(self, folder: Path) -> str | None:
+        shutil.copyfile(self.path, folder / self.file_name)
+        return self.file_name
+
+
+def build(tokenizer: str, vocab_size: int | None, train_texts: list[str]) -> TextTokenizer:
+    """The tokenizer a spec names; a BPE is trained on `train_texts` (the training split only)."""
+    kind, path = parse(tokenizer)
+    if kind == "bytes":
+        tok: TextTokenizer = ByteTokenizer()
+    elif kind == "bpe":
+        tok = HFTokenizer.train_bpe(train_texts, vocab_size or DEFAULT_BPE_VOCAB)
+    elif kind == "hf":
+        tok = HFTokenizer.from_file(path)
+    else:
+        tok = SentencePieceTokenizer(path)
+    if vocab_size is not None and kind != "bpe" and vocab_size != tok.vocab_size:
+        raise UserError(
+            f"tokenizer {tokenizer} has {tok.vocab_size} ids, not vocab_size {vocab_size}: set vocab_size {tok.vocab_size}"
+        )
+    return tok
+
+
+def default_vocab_size(tokenizer: str) -> int:
+    """The vocabulary a tokenizer gets when none is given (reads hf/spm files)."""
+    kind, path = parse(tokenizer)
+    if kind == "bytes":
+        return BYTES_VOCAB
+    if kind == "bpe":
+        return DEFAULT_BPE_VOCAB
+    return build(tokenizer, None, []).vocab_size
+
+
+def load_tokenizer(kind: str, folder: Path, file_name: str | None) -> TextTokenizer:
+    """The tokenizer saved next to a shard folder (see data.load_tokenizer)."""
+    if kind == "bytes":
+        return ByteTokenizer()
+    if kind in ("bpe", "hf"):
+        return HFTokenizer.from_file(folder / file_name, kind)
+    return SentencePieceTokenizer(folder / file_name)
