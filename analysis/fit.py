@@ -1,0 +1,275 @@
+"""The fit of a runs table: Approach 2 and Approach 3 per arm, the compute multiplier between two
+arms, and bootstrap intervals for all of them, computed from the same resamples of runs.
+
+Pure: data in, a FitReport out; analysis/report.py turns it into fits.json, fits.parquet and
+the printed summary. In a bootstrap replicate every cell is refitted and re-flagged, only the
+replicate's valid cells enter its power laws, the loss frontier keeps the form (saturating or
+power) chosen on the full data, and Approach 3 starts from the best grid point and from the
+full-data optimum.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import numpy as np
+
+from analysis.bootstrap import (
+    DEFAULT_LEVEL,
+    DEFAULT_N_BOOT,
+    Interval,
+    percentile_band,
+    percentile_interval,
+    resample_within_groups,
+)
+from analysis.isoflop import (
+    MIN_SIZES,
+    Cell,
+    LossFrontier,
+    PowerLaw,
+    budget_groups,
+    fit_cells,
+    fit_loss_frontier,
+    fit_power_law,
+)
+from analysis.multiplier import DEFAULT_BASELINE, DEFAULT_CANDIDATE, LossRange, common_loss_range, multiplier
+from analysis.parametric import MIN_RUNS, ParametricLaw, fit_parametric
+from analysis.table import FitData
+from scaling.errors import UserError
+from scaling.spec import budget_tag
+
+CELL_QUANTITIES = ("n_star", "d_star", "l_star", "c_star", "curvature")
+FRONTIER_LAWS = ("n_star", "d_star", "l_star")  # power laws of the vertices against compute
+BAND_POINTS = 60
+BAND_MARGIN = 1.5  # bands extend this factor beyond the fitted compute range
+
+
+class Key(NamedTuple):
+    """Address of one reported number: section, arm, budget (None above the cell level), quantity."""
+
+    section: str  # isoflop | power_law | frontier | parametric | multiplier
+    arm: str | None
+    budget: float | None
+    quantity: str
+
+
+@dataclass(frozen=True)
+class FitOptions:
+    n_boot: int = DEFAULT_N_BOOT
+    seed: int = 0
+    level: float = DEFAULT_LEVEL
+    candidate: str = DEFAULT_CANDIDATE
+    baseline: str = DEFAULT_BASELINE
+    named_arms: frozenset[str] = frozenset()  # arms the user asked for: no budget left is an error
+
+
+@dataclass
+class ArmFit:
+    arm: str
+    n_runs: int
+    cells: list[Cell]
+    skipped_budgets: list[float]  # fewer than MIN_SIZES distinct sizes
+    power_laws: dict[str, PowerLaw | None]
+    frontier: LossFrontier | None
+    parametric: ParametricLaw | None
+
+    @property
+    def valid_cells(self) -> list[Cell]:
+        return [c for c in self.cells if c.valid]
+
+
+@dataclass
+class Bands:
+    """Pointwise bootstrap bands of an arm's fitted frontiers on a compute grid."""
+
+    compute: np.ndarray
+    low: dict[str, np.ndarray]
+    high: dict[str, np.ndarray]
+
+
+@dataclass
+class MultiplierFit:
+    candidate: str
+    baseline: str
+    range: LossRange
+    value: float
+    interval: Interval
+    losses: np.ndarray
+    curve: np.ndarray
+    curve_low: np.ndarray
+    curve_high: np.ndarray
+
+
+@dataclass
+class FitReport:
+    data: FitData
+    options: FitOptions
+    arms: dict[str, ArmFit]
+    estimates: dict[Key, float]
+    intervals: dict[Key, Interval]
+    bands: dict[str, Bands]
+    multiplier: MultiplierFit | None
+    warnings: list[str] = field(default_factory=list)
+
+
+def fit_arm(data: FitData, arm: str, frontier_form: str | None = None, frontier_start: LossFrontier | None = None,
+            parametric_starts=(), n_starts: int | None = None) -> ArmFit:
+    """Approach 2 and 3 on one arm's runs (all rows of `data` belong to `arm`)."""
+    cells, skipped = fit_cells(arm, data.budget, data.n, data.d, data.compute, data.loss)
+    valid = [c for c in cells if c.valid]
+    c_star = np.array([c.c_star for c in valid])
+    laws = {q: fit_power_law(c_star, np.array([getattr(c, q) for c in valid])) for q in FRONTIER_LAWS}
+    frontier = fit_loss_frontier(c_star, np.array([c.l_star for c in valid]), frontier_form, frontier_start)
+    parametric = None
+    if len(data) >= MIN_RUNS and len(np.unique(data.n)) >= 2 and len(np.unique(data.d)) >= 2:
+        kwargs = {} if n_starts is None else {"n_starts": n_starts}
+        parametric = fit_parametric(data.n, data.d, data.loss, extra_starts=parametric_starts, **kwargs)
+    return ArmFit(arm=arm, n_runs=len(data), cells=cells, skipped_budgets=skipped, power_laws=laws,
+                  frontier=frontier, parametric=parametric)
+
+
+def quantities(fit: ArmFit) -> dict[Key, float]:
+    """Every number reported for an arm, flat."""
+    out: dict[Key, float] = {}
+    for c in fit.cells:
+        for q in CELL_QUANTITIES:
+            out[Key("isoflop", fit.arm, c.budget, q)] = getattr(c, q)
+    for name, law in fit.power_laws.items():
+        if law is not None:
+            out[Key("power_law", fit.arm, None, f"{name}.coef")] = law.coef
+            out[Key("power_law", fit.arm, None, f"{name}.exponent")] = law.exponent
+    if fit.frontier is not None:
+        for q in ("E", "A", "g"):
+            out[Key("frontier", fit.arm, None, q)] = getattr(fit.frontier, q)
+    if fit.parametric is not None:
+        for q, v in fit.parametric.as_dict().items():
+            out[Key("parametric", fit.arm, None, q)] = v
+    return out
+
+
+def _band_curves(fit: ArmFit, compute: np.ndarray) -> dict[str, np.ndarray]:
+    nan = np.full(len(compute), np.nan)
+    curves = {q: (law(compute) if (law := fit.power_laws[q]) is not None else nan) for q in ("n_star", "d_star")}
+    curves["l_star"] = fit.frontier.loss(compute) if fit.frontier is not None else nan
+    return curves
+
+
+def _arm_warnings(fit: ArmFit, named: bool) -> list[str]:
+    out = [f"{fit.arm} {budget_tag(b)}: fewer than {MIN_SIZES} sizes, budget skipped" for b in fit.skipped_budgets]
+    out += [f"{fit.arm} {budget_tag(c.budget)}: {', '.join(c.flags)}; left out of the power laws"
+            for c in fit.cells if c.flags]
+    if not fit.cells:
+        msg = f"arm {fit.arm} has no budget with at least {MIN_SIZES} sizes"
+        if named:
+            raise UserError(f"{msg}: train more sizes or leave it out of --arms / --candidate / --baseline")
+        out.append(msg + "; no IsoFLOP fit")
+    elif len(fit.valid_cells) < 2:
+        out.append(f"arm {fit.arm}: {len(fit.valid_cells)} valid budget(s); power laws need 2")
+    if fit.parametric is None:
+        out.append(f"arm {fit.arm}: {fit.n_runs} runs; Approach 3 needs {MIN_RUNS} with 2 sizes and 2 token counts")
+    return out
+
+
+def fit_runs(data: FitData, options: FitOptions = FitOptions(), progress=None) -> FitReport:
+    """Point estimates, bootstrap intervals, bands and the multiplier. `progress(i, n)` if given."""
+    arms = data.arms
+    for name in options.named_arms:
+        if name not in arms:
+            raise UserError(f"arm {name!r} is not in the data; arms present: {', '.join(arms)}")
+    per_arm = {a: data.of_arm(a) for a in arms}
+    fits = {a: fit_arm(per_arm[a], a) for a in arms}
+    warnings = [w for a in arms for w in _arm_warnings(fits[a], a in options.named_arms)]
+    if not any(f.cells for f in fits.values()):
+        raise UserError(f"no arm has a budget with at least {MIN_SIZES} distinct sizes: nothing to fit")
+
+    estimates = {k: v for f in fits.values() for k, v in quantities(f).items()}
+    keys = list(estimates)
+    key_index = {k: i for i, k in enumerate(keys)}
+    samples = np.full((options.n_boot, len(keys)), np.nan)
+
+    grids = {}
+    for a, f in fits.items():
+        if f.power_laws["n_star"] is not None:
+            c = np.array([cell.c_star for cell in f.valid_cells])
+            grids[a] = np.geomspace(c.min() / BAND_MARGIN, c.max() * BAND_MARGIN, BAND_POINTS)
+    band_samples = {a: {q: np.full((options.n_boot, BAND_POINTS), np.nan) for q in FRONTIER_LAWS} for a in grids}
+
+    mult_setup = _multiplier_setup(fits, options, warnings)
+    mult_samples = np.full((options.n_boot, len(mult_setup[2]) if mult_setup else 0), np.nan)
+    mult_ref = np.full(options.n_boot, np.nan)
+
+    rng = np.random.default_rng(options.seed)
+    resamples = {a: resample_within_groups([g for _, g in budget_groups(per_arm[a].budget)], options.n_boot, rng)
+                 for a in arms}
+    for r in range(options.n_boot):
+        rep = {}
+        for a in arms:
+            f = fits[a]
+            rep[a] = fit_arm(
+                per_arm[a].take(resamples[a][r]), a,
+                frontier_form=f.frontier.form if f.frontier else None, frontier_start=f.frontier,
+                parametric_starts=[f.parametric.theta] if f.parametric else (), n_starts=1,
+            )
+            for k, v in quantities(rep[a]).items():
+                if k in key_index:
+                    samples[r, key_index[k]] = v
+            if a in grids:
+                for q, curve in _band_curves(rep[a], grids[a]).items():
+                    band_samples[a][q][r] = curve
+        if mult_setup:
+            cand, base, losses, ref = mult_setup
+            fc, fb = rep[cand].frontier, rep[base].frontier
+            if fc is not None and fb is not None:
+                mult_samples[r] = multiplier(fc, fb, losses)
+                mult_ref[r] = multiplier(fc, fb, ref)
+        if progress is not None:
+            progress(r + 1, options.n_boot)
+
+    intervals = {k: percentile_interval(samples[:, i], options.level) for k, i in key_index.items()}
+    bands = {}
+    for a, grid in grids.items():
+        lows, highs = {}, {}
+        for q in FRONTIER_LAWS:
+            lows[q], highs[q] = percentile_band(band_samples[a][q], options.level)
+        bands[a] = Bands(compute=grid, low=lows, high=highs)
+    mult = None
+    if mult_setup:
+        cand, base, losses, ref = mult_setup
+        fc, fb = fits[cand].frontier, fits[base].frontier
+        low, high = percentile_band(mult_samples, options.level)
+        mult = MultiplierFit(
+            candidate=cand, baseline=base, range=_common_range(fits, cand, base),
+            value=float(multiplier(fc, fb, ref)), interval=percentile_interval(mult_ref, options.level),
+            losses=losses, curve=multiplier(fc, fb, losses), curve_low=low, curve_high=high,
+        )
+        estimates[Key("multiplier", None, None, "value")] = mult.value
+        intervals[Key("multiplier", None, None, "value")] = mult.interval
+    return FitReport(data=data, options=options, arms=fits, estimates=estimates, intervals=intervals,
+                     bands=bands, multiplier=mult, warnings=warnings)
+
+
+def _common_range(fits: dict[str, ArmFit], cand: str, base: str) -> LossRange:
+    return common_loss_range(np.array([c.l_star for c in fits[cand].valid_cells]),
+                             np.array([c.l_star for c in fits[base].valid_cells]))
+
+
+def _multiplier_setup(fits: dict[str, ArmFit], options: FitOptions, warnings: list[str]):
+    """(candidate, baseline, loss grid, reference loss), or None with a warning saying why."""
+    cand, base = options.candidate, options.baseline
+    if cand == base:
+        raise UserError(f"--candidate and --baseline are both {cand!r}: choose two different arms")
+    missing = [a for a in (cand, base) if a not in fits]
+    if missing:
+        warnings.append(f"no compute multiplier: arm {' and '.join(missing)} not in the data "
+                        "(choose the pair with --candidate/--baseline)")
+        return None
+    lacking = [a for a in (cand, base) if fits[a].frontier is None]
+    if lacking:
+        warnings.append(f"no compute multiplier: arm {' and '.join(lacking)} has fewer than 2 valid budgets")
+        return None
+    span = _common_range(fits, cand, base)
+    if span.extrapolated:
+        warnings.append(f"{cand} and {base} frontiers cover no common loss: the multiplier is extrapolated "
+                        f"between losses {span.low:.3f} and {span.high:.3f}")
+    return cand, base, span.grid(), span.reference

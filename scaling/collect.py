@@ -1,0 +1,354 @@
+"""Run folders -> runs.parquet (one row per run) and curves.parquet (one row per run and evaluation).
+
+The schema lives here as data (RUNS_COLUMNS, CURVES_COLUMNS) and is documented column by column in
+docs/results-schema.md; a test keeps the two in step. A run folder that is incomplete or malformed
+becomes a row with status `incomplete` or `malformed`, a `problem` text and a warning: collection
+never stops on one bad folder. Rows are built as plain column lists (no per-row pandas) so that
+10,000 folders collect in seconds.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from functools import lru_cache
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import yaml
+
+from scaling import atomic
+from scaling.arms import ARMS
+from scaling.errors import UserError
+from scaling.flops import CONVENTIONS, ModelShape, params_non_embedding, params_total, train_flops_per_seq
+from scaling.spec import RunSpec
+from scaling.store import RESULT_FILE, SPEC_FILE, STATES, STATUS_FILE
+
+SCHEMA_VERSION = 1
+SCHEMA_METADATA_KEY = b"scaling.schema_version"
+
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_TIMESTAMP = pa.timestamp("us", tz="UTC")
+FLOPS_COLUMNS = tuple(f"flops_{c}" for c in CONVENTIONS)
+
+RUNS_COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
+    ("schema_version", pa.int32()),
+    ("run_key", pa.string()),
+    ("sweep", pa.string()),
+    ("arm", pa.string()),
+    ("family", pa.string()),
+    ("objective", pa.string()),
+    ("model", pa.string()),
+    ("d_model", pa.int64()),
+    ("n_layers", pa.int64()),
+    ("n_heads", pa.int64()),
+    ("vocab", pa.int64()),
+    ("seq_len", pa.int64()),
+    ("params_total", pa.int64()),
+    ("params_non_embedding", pa.int64()),
+    ("budget_flops", pa.float64()),
+    ("flops_convention", pa.string()),
+    ("steps", pa.int64()),
+    ("tokens", pa.int64()),
+    ("global_batch", pa.int64()),
+    ("lr", pa.float64()),
+    ("seed", pa.int64()),
+    *((c, pa.float64()) for c in FLOPS_COLUMNS),
+    ("status", pa.string()),
+    ("val_loss", pa.float64()),
+    ("val_loss_stderr", pa.float64()),
+    ("val_ppl", pa.float64()),
+    ("train_loss", pa.float64()),
+    ("steps_done", pa.int64()),
+    ("diverged_step", pa.int64()),
+    ("wall_s", pa.float64()),
+    ("tokens_per_s", pa.float64()),
+    ("mfu", pa.float64()),
+    ("device", pa.string()),
+    ("job_id", pa.string()),
+    ("requeues", pa.int64()),
+    ("git_sha", pa.string()),
+    ("created_at", _TIMESTAMP),
+    ("finished_at", pa.string()),
+    ("problem", pa.string()),
+)
+
+CURVES_COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
+    ("schema_version", pa.int32()),
+    ("run_key", pa.string()),
+    ("arm", pa.string()),
+    ("budget_flops", pa.float64()),
+    ("params_non_embedding", pa.int64()),
+    ("step", pa.int64()),
+    ("tokens", pa.int64()),
+    *((c, pa.float64()) for c in FLOPS_COLUMNS),
+    ("val_loss", pa.float64()),
+    ("val_loss_stderr", pa.float64()),
+)
+
+# Beside the run states of scaling/store.py, the collector assigns `incomplete` (status.json says
+# ended, result.json is missing) and `malformed` (unreadable spec or result).
+COLLECTOR_STATES = ("incomplete", "malformed")
+
+
+@dataclass
+class Collection:
+    runs: pa.Table
+    curves: pa.Table
+    warnings: list[str] = field(default_factory=list)
+
+    def status_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for s in self.runs.column("status").to_pylist():
+            counts[s] = counts.get(s, 0) + 1
+        return dict(sorted(counts.items()))
+
+
+def _schema(columns, extra: dict[bytes, bytes] | None = None) -> pa.Schema:
+    meta = {SCHEMA_METADATA_KEY: str(SCHEMA_VERSION).encode(), **(extra or {})}
+    return pa.schema([pa.field(n, t) for n, t in columns], metadata=meta)
+
+
+class _Bad(Exception):
+    """A folder problem: the message becomes the row's `problem` and a warning."""
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        text = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    try:
+        obj = json.loads(text)
+    except ValueError:
+        raise _Bad(f"{path.name} is not valid JSON") from None
+    if not isinstance(obj, dict):
+        raise _Bad(f"{path.name} is not a JSON object")
+    return obj
+
+
+def _read_evals(path: Path) -> list[dict]:
+    """evals.jsonl; a torn last line (kill mid-append) is skipped, as scaling.atomic.read_jsonl does."""
+    try:
+        text = path.read_bytes()
+    except FileNotFoundError:
+        return []
+    rows = []
+    for line in text.splitlines():
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(obj, dict) and isinstance(obj.get("step"), int):
+            rows.append(obj)
+    return rows
+
+
+@lru_cache(maxsize=4096)
+def _shape_facts(shape: ModelShape, arm: str) -> tuple[int, int, tuple[float, ...]]:
+    """Parameters and training FLOPs per sequence under every convention (shapes repeat across runs)."""
+    return (
+        params_total(shape),
+        params_non_embedding(shape),
+        tuple(train_flops_per_seq(shape, c, arm) for c in CONVENTIONS),
+    )
+
+
+def _float(x) -> float | None:
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return None
+    return float(x)
+
+
+def _int(x) -> int | None:
+    return x if isinstance(x, int) and not isinstance(x, bool) else None
+
+
+def _str(x) -> str | None:
+    return None if x is None else str(x)
+
+
+class _Columns:
+    """Column lists for both tables, appended to one run folder at a time."""
+
+    def __init__(self) -> None:
+        self.runs: dict[str, list] = {n: [] for n, _ in RUNS_COLUMNS}
+        self.curves: dict[str, list] = {n: [] for n, _ in CURVES_COLUMNS}
+
+    def add_run(self, row: dict) -> None:
+        for name, values in self.runs.items():
+            values.append(row.get(name))
+
+    def add_curve(self, row: dict) -> None:
+        for name, values in self.curves.items():
+            values.append(row.get(name))
+
+
+def _load_spec(folder: Path) -> RunSpec:
+    try:
+        text = (folder / SPEC_FILE).read_bytes()
+    except FileNotFoundError:
+        raise _Bad("spec.yaml is missing") from None
+    try:
+        d = yaml.load(text, Loader=_Loader)
+    except yaml.YAMLError:
+        raise _Bad("spec.yaml is not valid YAML") from None
+    try:
+        return RunSpec.from_dict(d)
+    except (UserError, TypeError, ValueError) as e:
+        raise _Bad(f"spec.yaml is not a valid run spec ({e})") from None
+
+
+def _status(result: dict | None, status: dict | None) -> tuple[str, str | None]:
+    """(status, problem): result.json decides when present; status.json otherwise."""
+    if result is not None:
+        state = result.get("status")
+        if state in ("done", "diverged"):
+            if state == "done" and not (_float(result.get("val_loss")) is not None
+                                        and math.isfinite(result["val_loss"])):
+                return "malformed", "result.json says done but has no finite val_loss"
+            return state, None
+        return "malformed", f"result.json has status {state!r}, expected done or diverged"
+    if status is None:
+        return "planned", None
+    state = status.get("state")
+    if state in ("done", "diverged"):
+        return "incomplete", f"status.json says {state} but result.json is missing"
+    if state in STATES:
+        return state, None
+    return "malformed", f"status.json has unknown state {state!r}"
+
+
+def _collect_one(folder: Path, sweep: str, cols: _Columns) -> str | None:
+    """Appends the folder's run row and curve rows; returns a warning or None."""
+    row: dict = {"schema_version": SCHEMA_VERSION, "run_key": folder.name, "sweep": sweep}
+    try:
+        row["created_at"] = datetime.fromtimestamp((folder / SPEC_FILE).stat().st_mtime, tz=timezone.utc)
+    except OSError:
+        pass
+    problems: list[str] = []
+    fatal = False  # an unusable spec or result.json: the row is `malformed`; a bad status.json is not
+    spec = status = result = None
+    try:
+        spec = _load_spec(folder)
+        if spec.arm not in ARMS:
+            raise _Bad(f"spec.yaml names unknown arm {spec.arm!r}")
+        _spec_columns(spec, row)
+        if spec.run_key != folder.name:
+            raise _Bad(f"the folder name differs from the spec's run key {spec.run_key}")
+    except _Bad as e:
+        problems.append(str(e))
+        fatal = True
+    try:
+        status = _read_json(folder / STATUS_FILE)
+    except _Bad as e:
+        problems.append(str(e))
+    try:
+        result = _read_json(folder / RESULT_FILE)
+    except _Bad as e:
+        problems.append(str(e))
+        fatal = True
+    state, problem = _status(result, status)
+    if problem:
+        problems.append(problem)
+    row["status"] = "malformed" if fatal else state
+    if status is not None:
+        row["job_id"] = _str(status.get("job_id"))
+        row["requeues"] = _int(status.get("requeues"))
+    if result is not None:
+        _result_columns(result, row)
+    evals = _read_evals(folder / "evals.jsonl")
+    if row.get("steps_done") is None and evals:
+        row["steps_done"] = evals[-1]["step"]
+    row["problem"] = "; ".join(problems) or None
+    cols.add_run(row)
+    if "arm" in row:
+        _curve_rows(spec, row, evals, cols)
+    return None if not problems else f"{folder.name}: {row['status']}: {row['problem']}"
+
+
+def _spec_columns(spec: RunSpec, row: dict) -> None:
+    m = spec.model
+    total, non_emb, per_seq = _shape_facts(m, spec.arm)
+    info = ARMS.get(spec.arm)
+    row.update(
+        arm=spec.arm, family=info.family if info else None, objective=info.objective if info else None,
+        model=m.name, d_model=m.d_model, n_layers=m.n_layers, n_heads=m.n_heads, vocab=m.vocab,
+        seq_len=m.seq_len, params_total=total, params_non_embedding=non_emb,
+        budget_flops=float(spec.budget_flops), flops_convention=spec.flops_convention, steps=spec.steps,
+        tokens=spec.steps * spec.global_batch * m.seq_len, global_batch=spec.global_batch,
+        lr=float(spec.optim.lr), seed=spec.seed,
+    )
+    for col, f in zip(FLOPS_COLUMNS, per_seq):
+        row[col] = f * spec.global_batch * spec.steps
+
+
+def _result_columns(result: dict, row: dict) -> None:
+    for key in ("val_loss", "val_loss_stderr", "val_ppl", "train_loss", "wall_s", "tokens_per_s", "mfu"):
+        row[key] = _float(result.get(key))
+    row["steps_done"] = _int(result.get("steps"))
+    row["diverged_step"] = _int(result.get("diverged_step"))
+    row["device"] = _str(result.get("device"))
+    row["git_sha"] = _str(result.get("git_sha"))
+    row["finished_at"] = _str(result.get("finished_at"))
+
+
+def _curve_rows(spec: RunSpec, run_row: dict, evals: list[dict], cols: _Columns) -> None:
+    """One row per evaluated step; a step evaluated twice (a resumed run) keeps its last line."""
+    by_step = {e["step"]: e for e in evals}
+    _, _, per_seq = _shape_facts(spec.model, spec.arm)
+    tokens_per_step = spec.global_batch * spec.model.seq_len
+    for step in sorted(by_step):
+        e = by_step[step]
+        flops = e.get("flops") if isinstance(e.get("flops"), dict) else {}
+        row = {
+            "schema_version": SCHEMA_VERSION, "run_key": run_row["run_key"], "arm": spec.arm,
+            "budget_flops": run_row["budget_flops"], "params_non_embedding": run_row["params_non_embedding"],
+            "step": step, "tokens": _int(e.get("tokens")) or step * tokens_per_step,
+            "val_loss": _float(e.get("val_loss")), "val_loss_stderr": _float(e.get("val_loss_stderr")),
+        }
+        for conv, col, f in zip(CONVENTIONS, FLOPS_COLUMNS, per_seq):
+            logged = _float(flops.get(conv))
+            row[col] = logged if logged is not None else f * spec.global_batch * step
+        cols.add_curve(row)
+
+
+def run_folders(runs_dir: Path) -> list[Path]:
+    """Every sub-folder of runs/ except hidden ones (temp files, editor droppings), sorted."""
+    with os.scandir(runs_dir) as it:
+        return sorted(Path(e.path) for e in it if e.is_dir() and not e.name.startswith("."))
+
+
+def collect(runs_dir: Path, sweep: str) -> Collection:
+    """Reads every run folder under runs_dir; never raises for a bad folder."""
+    if not runs_dir.is_dir():
+        raise UserError(f"no run folders: {runs_dir} does not exist; run `scaling sweep {sweep}` first")
+    folders = run_folders(runs_dir)
+    if not folders:
+        raise UserError(f"no run folders in {runs_dir}; run `scaling sweep {sweep}` first")
+    cols = _Columns()
+    warnings = [w for folder in folders if (w := _collect_one(folder, sweep, cols)) is not None]
+    meta = {b"scaling.sweep": sweep.encode()}
+    runs = pa.Table.from_pydict(cols.runs, schema=_schema(RUNS_COLUMNS, meta))
+    curves = pa.Table.from_pydict(cols.curves, schema=_schema(CURVES_COLUMNS, meta))
+    return Collection(runs=runs, curves=curves, warnings=warnings)
+
+
+def parquet_bytes(table: pa.Table) -> bytes:
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression="zstd")
+    return buf.getvalue()
+
+
+def write_collection(collection: Collection, out_dir: Path) -> tuple[Path, Path]:
+    """Both files are serialized before either is written, each atomically."""
+    runs_bytes, curves_bytes = parquet_bytes(collection.runs), parquet_bytes(collection.curves)
+    runs_path, curves_path = out_dir / "runs.parquet", out_dir / "curves.parquet"
+    atomic.write_bytes(runs_path, runs_bytes)
+    atomic.write_bytes(curves_path, curves_bytes)
+    return runs_path, curves_path

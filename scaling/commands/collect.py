@@ -1,0 +1,28 @@
+"""`scaling collect SWEEP`: run folders -> results/<sweep>/runs.parquet and curves.parquet."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from scaling import paths
+from scaling.collect import collect, write_collection
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("sweep", help="sweep name: reads results/<sweep>/runs/*/ (results root: $SCALING_RESULTS)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="folder for the two parquet files (default results/<sweep>/)")
+
+
+def run(args: argparse.Namespace) -> int:
+    collection = collect(paths.runs_dir(args.sweep), args.sweep)
+    for w in collection.warnings:
+        print(f"scaling collect: warning: {w}", file=sys.stderr)
+    out = args.out if args.out is not None else paths.sweep_dir(args.sweep)
+    runs_path, curves_path = write_collection(collection, out)
+    counts = ", ".join(f"{n} {s}" for s, n in collection.status_counts().items())
+    print(f"{collection.runs.num_rows} runs ({counts}) -> {runs_path}")
+    print(f"{collection.curves.num_rows} evaluations -> {curves_path}")
+    return 0
