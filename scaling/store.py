@@ -134,7 +134,9 @@ def check_layout(sweep_dir: Path) -> None:
     except FileNotFoundError:
         marker = None
     except json.JSONDecodeError:
-        raise UserError(f"{sweep_dir / MARKER_FILE} is not valid JSON: restore it or move the folder away") from None
+        raise UserError(
+            f"{sweep_dir / MARKER_FILE} is not valid JSON: restore it or move the folder away"
+        ) from None
     if marker is not None and marker.get("store_version") != STORE_VERSION:
         raise UserError(
             f"{sweep_dir} was written by an incompatible version (store_version "
@@ -142,13 +144,17 @@ def check_layout(sweep_dir: Path) -> None:
         )
     runs = sweep_dir / "runs"
     if marker is None and runs.is_dir() and any(runs.iterdir()):
-        raise UserError(f"{sweep_dir} has runs but no {MARKER_FILE}: it was not written by this tool; move it away")
+        raise UserError(
+            f"{sweep_dir} has runs but no {MARKER_FILE}: it was not written by this tool; move it away"
+        )
 
 
 def init_layout(sweep_dir: Path) -> None:
     check_layout(sweep_dir)
     if not (sweep_dir / MARKER_FILE).exists():
-        atomic.write_json(sweep_dir / MARKER_FILE, {"store_version": STORE_VERSION, "spec_version": SPEC_VERSION})
+        atomic.write_json(
+            sweep_dir / MARKER_FILE, {"store_version": STORE_VERSION, "spec_version": SPEC_VERSION}
+        )
 
 
 def ensure_run(run_dir: Path, spec: RunSpec) -> None:
@@ -189,7 +195,9 @@ def run_progress(run_dir: Path, spec: RunSpec) -> Progress:
     row = last_jsonl(run_dir / "metrics.jsonl")
     if row is None:
         return Progress(0, spec.steps, None, 0.0)
-    return Progress(int(row.get("step", 0)), spec.steps, row.get("train_loss"), _flops(row.get("flops"), spec))
+    return Progress(
+        int(row.get("step", 0)), spec.steps, row.get("train_loss"), _flops(row.get("flops"), spec)
+    )
 
 
 def _flops(flops, spec: RunSpec) -> float:

@@ -1,0 +1,63 @@
+"""`scaling status SWEEP [--runs]`: how many runs are in each state, and optionally one row per run.
+
+The queue is asked once for all of the sweep's jobs; a job that left it without a result is
+recorded as failed (or cancelled) with the queue's reason.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections import Counter
+
+from scaling import paths, store
+from scaling.executors import RunView, reconcile, sweep_run_dirs
+from scaling.spec import budget_tag
+from scaling.tables import FORMATS, render
+
+COLUMNS = ["arm", "model", "budget", "state", "job_id", "requeues", "step", "last_loss", "reason"]
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument("sweep", help="the sweep's name (its folder under results/)")
+    p.add_argument("--runs", action="store_true", help="one row per run")
+    p.add_argument("--format", choices=FORMATS, default="table", help="of the --runs table")
+
+
+def counts_line(views: list[RunView]) -> str:
+    counts = Counter(v.state for v in views)
+    order = [s for s in store.STATES if counts[s]]
+    return f"{len(views)} runs: " + ", ".join(f"{counts[s]} {s}" for s in order)
+
+
+def run_rows(views: list[RunView]) -> list[dict]:
+    rows = []
+    for v in sorted(
+        views, key=lambda v: (v.spec.arm, v.spec.budget_flops, v.spec.model.d_model, v.spec.model.n_layers)
+    ):
+        rows.append(
+            {
+                "run_key": v.run_key,
+                "arm": v.spec.arm,
+                "model": v.spec.model.name,
+                "budget": budget_tag(v.spec.budget_flops),
+                "state": v.state,
+                "job_id": v.status.job_id,
+                "requeues": v.status.requeues,
+                "step": f"{v.progress.step}/{v.progress.steps}",
+                "last_loss": v.progress.last_loss,
+                "reason": v.status.reason if v.state in ("failed", "cancelled", "diverged") else None,
+            }
+        )
+    return rows
+
+
+def run(args: argparse.Namespace) -> int:
+    sweep_dir = paths.sweep_dir(args.sweep)
+    store.check_layout(sweep_dir)
+    views, warnings = reconcile(sweep_run_dirs(sweep_dir))
+    for w in warnings:
+        print(f"warning: {w}")
+    if args.runs:
+        print(render(run_rows(views), COLUMNS, args.format))
+    print(counts_line(views))
+    return 0

@@ -1,0 +1,272 @@
+"""The local executor: runs on this machine, `max_parallel` runs at once, one per GPU if any.
+
+`submit` starts a detached runner process (`python -m scaling.executors.local QUEUE.json`) that
+trains the queued runs with `scaling train`, so that the sweep process only watches run folders,
+exactly as it does for SLURM: `--no-wait`, `scaling status` and `scaling cancel` work the same.
+The runner's PID is the job id of its runs (`local:<host>:<pid>`). On SIGTERM or SIGINT the
+runner passes SIGTERM to its trainers (which checkpoint and exit) and marks their runs
+cancelled; the next `scaling sweep` resumes them from their checkpoints.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from scaling import atomic, store
+from scaling.executors.base import Executor, JobInfo, LocalConfig, Run, cpu_count, run_command
+
+PREFIX = "local:"
+STOP_GRACE_S = 120  # a trainer gets this long to checkpoint after SIGTERM
+RUNNER_MODULE = "scaling.executors.local"
+
+_children: dict[int, subprocess.Popen] = {}  # runners started by this process, reaped on poll
+
+
+def gpu_ids() -> list[str]:
+    """GPUs visible here: CUDA_VISIBLE_DEVICES if set, else nvidia-smi's list (no torch import)."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return [g for g in visible.split(",") if g.strip() and g.strip() != "-1"]
+    try:
+        out = run_command(["nvidia-smi", "-L"], timeout=20).stdout
+    except (FileNotFoundError, subprocess.TimeoutExpired):
+        return []
+    return [str(i) for i, _ in enumerate(line for line in out.splitlines() if line.startswith("GPU "))]
+
+
+@dataclass(frozen=True)
+class Slots:
+    parallel: int
+    threads: int
+    gpus: tuple[str, ...]
+
+
+def slots(config: LocalConfig, gpus: list[str] | None = None) -> Slots:
+    gpus = gpu_ids() if gpus is None else gpus
+    parallel = config.max_parallel or len(gpus) or 1
+    if gpus:
+        parallel = min(parallel, len(gpus))  # one run per GPU
+    threads = config.threads_per_run or max(1, cpu_count() // parallel)
+    return Slots(parallel, threads, tuple(gpus))
+
+
+class LocalExecutor(Executor):
+    name = "local"
+
+    def __init__(self, config: LocalConfig):
+        self.config = config
+        self._slots: Slots | None = None
+
+    @property
+    def slots(self) -> Slots:
+        if self._slots is None:
+            self._slots = slots(self.config)
+        return self._slots
+
+    def check(self) -> None:
+        return None  # this machine can always run
+
+    def resources(self, run: Run) -> dict:
+        s = self.slots
+        return {
+            "parallel": s.parallel,
+            "threads": s.threads,
+            "gpu": "1 of " + str(len(s.gpus)) if s.gpus else 0,
+        }
+
+    def submit(self, sweep_dir: Path, runs: list[Run]) -> dict[str, str]:
+        if not runs:
+            return {}
+        s = self.slots
+        stamp = time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}"
+        queue = sweep_dir / "local" / f"{stamp}.json"
+        atomic.write_json(
+            queue,
+            {
+                "runs": [str(r.run_dir) for r in runs],
+                "parallel": s.parallel,
+                "threads": s.threads,
+                "gpus": list(s.gpus),
+            },
+        )
+        with open(queue.with_suffix(".log"), "ab") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", RUNNER_MODULE, str(queue)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # Ctrl-C in the terminal reaches the sweep only; it stops us
+            )
+        _children[proc.pid] = proc
+        job_id = f"{PREFIX}{socket.gethostname()}:{proc.pid}"
+        return {r.run_key: job_id for r in runs}
+
+    def interrupt(self, job_ids: list[str]) -> None:
+        cancel(job_ids)  # the runs live in this machine's processes: stop them (they checkpoint)
+
+
+def _parse(job_id: str) -> tuple[str, int]:
+    host, pid = job_id[len(PREFIX) :].rsplit(":", 1)
+    return host, int(pid)
+
+
+def _alive(pid: int) -> bool:
+    child = _children.get(pid)
+    if child is not None:
+        return child.poll() is None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    try:  # a zombie or a reused PID is not our runner
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        if stat.rsplit(")", 1)[1].split()[0] == "Z":
+            return False
+        return RUNNER_MODULE in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except (FileNotFoundError, IndexError):
+        return not Path("/proc/self").exists()  # no /proc (macOS): trust kill(0)
+
+
+def poll(job_ids: list[str]) -> dict[str, JobInfo]:
+    host = socket.gethostname()
+    infos = {}
+    for job_id in set(job_ids):
+        job_host, pid = _parse(job_id)
+        if job_host != host:
+            infos[job_id] = JobInfo("unknown", reason=f"started on {job_host}; check it there")
+        elif _alive(pid):
+            infos[job_id] = JobInfo("active")
+        else:
+            infos[job_id] = JobInfo("ended", reason=f"local runner {pid} exited without a result")
+    return infos
+
+
+def cancel(job_ids: list[str]) -> None:
+    """SIGTERM each runner of this host; waits (bounded) until they have stopped their trainers."""
+    host = socket.gethostname()
+    pids = {pid for h, pid in map(_parse, set(job_ids)) if h == host and _alive(pid)}
+    for pid in pids:
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_GRACE_S + 30
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
+# --- the runner ------------------------------------------------------------------------------
+
+
+def train_command(run_dir: Path) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "scaling.cli",
+        "train",
+        str(run_dir / store.SPEC_FILE),
+        "--out",
+        str(run_dir),
+    ]
+
+
+def log_tail(path: Path, lines: int = 1) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 4096))
+            text = f.read().decode(errors="replace")
+    except FileNotFoundError:
+        return ""
+    return " | ".join(line.strip() for line in text.strip().splitlines()[-lines:])
+
+
+def finish(run_dir: Path, rc: int, stopped: bool) -> None:
+    """Records how a trainer process ended, unless its result.json already says."""
+    result = store.read_result(run_dir)
+    if result is not None:
+        state = "diverged" if result.get("status") == "diverged" else "done"
+        if store.read_status(run_dir).state != state:
+            store.write_status(run_dir, state)
+    elif stopped:
+        store.write_status(
+            run_dir, "cancelled", reason="stopped (SIGTERM); `scaling sweep` resumes it from its checkpoint"
+        )
+    else:
+        tail = log_tail(run_dir / "logs" / "train.log")
+        store.write_status(
+            run_dir, "failed", reason=f"scaling train exited with code {rc}: {tail}".rstrip(": ")
+        )
+
+
+def run_queue(queue_file: Path) -> int:
+    queue = json.loads(queue_file.read_text())
+    pending = [Path(p) for p in queue["runs"]]
+    parallel, threads, gpus = int(queue["parallel"]), int(queue["threads"]), list(queue["gpus"])
+    job_id = f"{PREFIX}{socket.gethostname()}:{os.getpid()}"
+    stopping = False
+
+    def stop(signum, frame):
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    running: dict[Path, tuple[subprocess.Popen, str | None]] = {}
+    free_gpus = list(gpus)
+    while (pending or running) and not stopping:
+        while pending and len(running) < parallel and not stopping:
+            run_dir = pending.pop(0)
+            if store.read_result(run_dir) is not None:
+                finish(run_dir, 0, stopped=False)
+                continue
+            gpu = free_gpus.pop(0) if gpus else None
+            env = os.environ | {"SCALING_THREADS": str(threads), "OMP_NUM_THREADS": str(threads)}
+            if gpu is not None:
+                env["CUDA_VISIBLE_DEVICES"] = gpu
+            store.write_status(run_dir, "running", job_id=job_id)
+            (run_dir / "logs").mkdir(parents=True, exist_ok=True)
+            with open(run_dir / "logs" / "train.log", "ab") as log:
+                log.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} {job_id}\n".encode())
+                log.flush()
+                proc = subprocess.Popen(
+                    train_command(run_dir),
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                )
+            running[run_dir] = (proc, gpu)
+        time.sleep(0.2)
+        for run_dir, (proc, gpu) in list(running.items()):
+            if proc.poll() is not None:
+                del running[run_dir]
+                if gpu is not None:
+                    free_gpus.append(gpu)
+                finish(run_dir, proc.returncode, stopped=False)
+    # stopped: let every trainer checkpoint, then record what did not finish
+    for proc, _ in running.values():
+        proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + STOP_GRACE_S
+    for run_dir, (proc, _) in running.items():
+        try:
+            proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        finish(run_dir, proc.returncode, stopped=True)
+    for run_dir in pending:
+        if store.read_result(run_dir) is None:
+            store.write_status(run_dir, "cancelled", reason="stopped before it started")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_queue(Path(sys.argv[1])))

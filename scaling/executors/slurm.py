@@ -1,0 +1,312 @@
+"""The SLURM executor, through submitit's AutoExecutor.
+
+Each submission gets a fresh submitit folder (job ids restart at 1 on a fresh cluster and a reused
+folder hands back stale results) and one job array per resource group (an array shares one set
+of sbatch options). Every array task runs `TrainJob`, which starts `scaling train` as a child so
+that submitit keeps its signal handlers: on USR2 (time limit or preemption) submitit calls
+`TrainJob.checkpoint`, which passes the signal to the trainer, waits for its checkpoint and asks
+submitit to requeue; the requeued task resumes from that checkpoint.
+
+The queue is read with one `squeue` call per poll for all of a sweep's jobs (ended jobs stay
+visible for MinJobAge), then one `sacct` call for the ids squeue no longer knows. Neither call
+blocks: both have time limits, and a job neither knows is reported as vanished.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import submitit
+from submitit.core.utils import UncompletedJobError
+
+from scaling import store
+from scaling.errors import UserError
+from scaling.executors.base import (
+    Executor,
+    JobInfo,
+    Resources,
+    Run,
+    SlurmConfig,
+    require_commands,
+    run_command,
+)
+
+COMMANDS = ["sbatch", "squeue", "scancel", "scontrol"]
+PENDING = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "SUSPENDED", "RESV_DEL_HOLD", "STOPPED"}
+RUNNING = {"RUNNING", "COMPLETING", "CONFIGURING", "SIGNALING", "STAGE_OUT", "RESIZING"}
+
+
+class QueueUnavailable(RuntimeError):
+    """squeue could not be asked (missing, timed out, controller down): states stay as stored."""
+
+
+class SlurmExecutor(Executor):
+    name = "slurm"
+
+    def __init__(self, config: SlurmConfig):
+        self.config = config
+
+    def check(self) -> None:
+        require_commands(COMMANDS, "cluster=slurm")
+
+    def interrupt(self, job_ids: list[str]) -> None:
+        return None  # queued jobs do not need the sweep process: they go on
+
+    def resources(self, run: Run) -> dict[str, Any]:
+        r = self.config.resources_for(run)
+        return {
+            "partition": self.config.partition or "(default)",
+            "nodes": r.nodes,
+            "gpus_per_node": r.gpus_per_node,
+            "tasks_per_node": tasks_per_node(r),
+            "cpus_per_task": r.cpus_per_task,
+            "mem_gb": r.mem_gb,
+            "timeout_min": r.timeout_min,
+        }
+
+    def submit(self, sweep_dir: Path, runs: list[Run]) -> dict[str, str]:
+        groups: dict[Resources, list[Run]] = {}
+        for run in runs:
+            groups.setdefault(self.config.resources_for(run), []).append(run)
+        stamp = time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}"
+        job_ids: dict[str, str] = {}
+        for i, (resources, group) in enumerate(groups.items()):
+            folder = sweep_dir / "submitit" / f"{stamp}-{i}"
+            executor = submitit.AutoExecutor(
+                folder=folder, cluster="slurm", slurm_max_num_timeout=self.config.max_num_timeout
+            )
+            executor.update_parameters(**self.parameters(resources, name=sweep_dir.name))
+            try:
+                jobs = executor.map_array(
+                    TrainJob(self.config.signal_delay_s), [str(r.run_dir) for r in group]
+                )
+            except UncompletedJobError as e:  # sbatch refused: its own words, on one line
+                raise UserError(f"sbatch refused the job array: {_sbatch_error(str(e))}") from None
+            job_ids.update({run.run_key: job.job_id for run, job in zip(group, jobs)})
+        return job_ids
+
+    def parameters(self, r: Resources, name: str) -> dict[str, Any]:
+        c = self.config
+        params: dict[str, Any] = {
+            "name": name,
+            "timeout_min": r.timeout_min,
+            "nodes": r.nodes,
+            "tasks_per_node": tasks_per_node(r),
+            "cpus_per_task": r.cpus_per_task,
+            "mem_gb": r.mem_gb,
+            "slurm_array_parallelism": c.array_parallelism,
+            "slurm_signal_delay_s": c.signal_delay_s,
+        }
+        if r.gpus_per_node:
+            params["gpus_per_node"] = r.gpus_per_node
+        for key in ("partition", "account", "qos", "constraint"):
+            if getattr(c, key):
+                params[f"slurm_{key}"] = getattr(c, key)
+        if c.sbatch:
+            params["slurm_additional_parameters"] = dict(c.sbatch)
+        if c.setup:
+            params["slurm_setup"] = list(c.setup)
+        return params
+
+
+def tasks_per_node(r: Resources) -> int:
+    return max(1, r.gpus_per_node)  # one process per GPU
+
+
+def _sbatch_error(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    errors = [line for line in lines if "error" in line.lower()]
+    return (errors or lines or ["no output"])[-1]
+
+
+# --- the queue --------------------------------------------------------------------------------
+
+
+def _base(job_id: str) -> str:
+    return job_id.split("_", 1)[0]
+
+
+def poll(job_ids: list[str]) -> dict[str, JobInfo]:
+    """One squeue call for every job (pending, running and recently ended), then one sacct call
+    for those squeue has forgotten; ids neither knows are `ended` (vanished)."""
+    wanted = set(job_ids)
+    if not wanted:
+        return {}
+    bases = sorted({_base(j) for j in wanted}, key=lambda b: int(b) if b.isdigit() else 0)
+    try:
+        out = run_command(
+            [
+                "squeue",
+                "-h",
+                "-r",
+                "-t",
+                "all",
+                "-j",
+                ",".join(bases),
+                "-O",
+                "JobID:|,State:|,Reason:|,RestartCnt:|",
+            ]
+        )
+    except (FileNotFoundError, subprocess.TimeoutExpired) as e:
+        raise QueueUnavailable(f"squeue failed: {e}") from None
+    if out.returncode != 0 and "Invalid job id" not in out.stderr:
+        raise QueueUnavailable(f"squeue failed: {out.stderr.strip() or out.returncode}")
+    infos: dict[str, JobInfo] = {}
+    for line in out.stdout.splitlines():
+        parts = line.split("|")
+        if len(parts) < 4 or parts[0].strip() not in wanted:
+            continue
+        job_id, state, reason, restarts = (p.strip() for p in parts[:4])
+        infos[job_id] = _info(state, reason, int(restarts) if restarts.isdigit() else 0)
+    missing = sorted(wanted - set(infos))
+    if missing:
+        infos.update(_sacct(missing))
+    for job_id in wanted - set(infos):
+        infos[job_id] = JobInfo("ended", reason="vanished from the queue (no squeue or sacct record)")
+    return infos
+
+
+def _info(state: str, reason: str, restarts: int, exit_code: str = "") -> JobInfo:
+    state = state.split()[0] if state else "UNKNOWN"
+    if state in PENDING:
+        return JobInfo("pending", restarts=restarts)
+    if state in RUNNING:
+        return JobInfo("running", restarts=restarts)
+    words = [state]
+    if reason and reason not in ("None", "(null)"):
+        words.append(reason)
+    if exit_code and exit_code != "0:0":
+        words.append(f"exit code {exit_code}")
+    return JobInfo("ended", restarts=restarts, reason=", ".join(words), cancelled=state == "CANCELLED")
+
+
+def _sacct(job_ids: list[str]) -> dict[str, JobInfo]:
+    """Accounting for jobs the controller no longer holds; empty when accounting is off."""
+    try:
+        out = run_command(
+            ["sacct", "-n", "-X", "-P", "-j", ",".join(job_ids), "-o", "JobID,State,ExitCode,Reason"]
+        )
+    except (FileNotFoundError, subprocess.TimeoutExpired):
+        return {}
+    if out.returncode != 0:
+        return {}
+    infos = {}
+    for line in out.stdout.splitlines():  # the last record of a job id is its latest attempt
+        parts = line.split("|")
+        if len(parts) >= 4 and parts[0] in job_ids:
+            infos[parts[0]] = _info(parts[1], parts[3], 0, parts[2])
+    return infos
+
+
+def cancel(job_ids: list[str]) -> None:
+    if not job_ids:
+        return
+    try:
+        out = run_command(["scancel", *sorted(set(job_ids))])
+    except (FileNotFoundError, subprocess.TimeoutExpired) as e:
+        raise UserError(f"scancel failed: {e}") from None
+    if out.returncode != 0 and "Invalid job id" not in out.stderr:
+        raise UserError(
+            f"scancel failed: {out.stderr.strip().splitlines()[-1] if out.stderr.strip() else out.returncode}"
+        )
+
+
+# --- on the compute node -----------------------------------------------------------------------
+
+
+class TrainJob(submitit.helpers.Checkpointable):
+    """The submitit callable of one run: `scaling train` in a child process (see module doc)."""
+
+    def __init__(self, signal_delay_s: int = 120):
+        self.signal_delay_s = signal_delay_s
+        self._child: subprocess.Popen | None = None
+        self._terminated = False
+
+    def __call__(self, run_dir: str) -> dict:
+        run_path = Path(run_dir)
+        done = store.read_result(run_path)
+        if done is not None:  # requeued just as it finished
+            return done
+        env = submitit.JobEnvironment()
+        rank0 = env.global_rank == 0
+        if env.num_tasks > 1:  # torch.distributed from SLURM's variables (env:// init in the trainer)
+            submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=True)
+        restarts = int(os.environ.get("SLURM_RESTART_COUNT", 0) or 0)
+        if rank0:
+            store.write_status(run_path, "running", job_id=env.job_id, requeues=restarts)
+        # SIGTERM (scancel, scontrol requeue, node shutdown): the trainer checkpoints; SLURM decides
+        signal.signal(signal.SIGTERM, self._on_sigterm)
+        threads = os.environ.get("SLURM_CPUS_PER_TASK", "1")
+        child_env = os.environ | {"SCALING_THREADS": threads, "OMP_NUM_THREADS": threads}
+        logs = run_path / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        log_path = logs / ("train.log" if rank0 else f"train.rank{env.global_rank}.log")
+        with open(log_path, "ab") as log:
+            log.write(
+                f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} job {env.job_id} restart {restarts}\n".encode()
+            )
+            log.flush()
+            self._child = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "scaling.cli",
+                    "train",
+                    str(run_path / store.SPEC_FILE),
+                    "--out",
+                    str(run_path),
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=child_env,
+            )
+        try:
+            rc = self._child.wait()
+        except UncompletedJobError as e:  # submitit's USR2 handler: too many timeouts, no requeue
+            if store.read_result(run_path) is not None:
+                return store.read_result(run_path)
+            if rank0:
+                store.write_status(run_path, "failed", reason=str(e), requeues=restarts)
+            raise
+        result = store.read_result(run_path)
+        if result is not None:
+            return result
+        if self._terminated:
+            return {"interrupted": True}  # requeued or cancelled by SLURM: the queue tells which
+        from scaling.executors.local import log_tail
+
+        reason = f"scaling train exited with code {rc}: {log_tail(log_path)}"
+        if rank0:
+            store.write_status(run_path, "failed", reason=reason, requeues=restarts)
+        raise RuntimeError(reason)
+
+    def _on_sigterm(self, signum, frame) -> None:
+        self._terminated = True
+        if self._child is not None and self._child.poll() is None:
+            self._child.send_signal(signal.SIGTERM)
+
+    def checkpoint(self, run_dir: str):
+        """submitit's USR2 handler (rank 0): the trainer saves and exits, then the job requeues."""
+        from submitit.helpers import DelayedSubmission
+
+        child = self._child
+        if child is not None and child.poll() is None:
+            child.send_signal(signal.SIGUSR2)
+            try:
+                child.wait(timeout=max(5, self.signal_delay_s - 10))
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+        restarts = int(os.environ.get("SLURM_RESTART_COUNT", 0) or 0)
+        if store.read_result(Path(run_dir)) is None:  # else the requeued task returns the result at once
+            store.write_status(run_dir, "requeued", requeues=restarts + 1)
+        return DelayedSubmission(
+            TrainJob(self.signal_delay_s), run_dir
+        )  # a fresh callable: no process handle
