@@ -36,3 +36,34 @@ def byte_shards(tmp_path_factory, text_corpus) -> Path:
         out=tmp_path_factory.mktemp("shards") / "bytes",
         log=lambda s: None,
     )
+
+
+def tiny_spec(shards: Path, arm: str = "mdlm-elbo", steps: int = 6, **changes):
+    """A RunSpec of a d=16, 1-layer, T=32 model on `shards` (byte-level); `changes` replace fields
+    (optim.*, eval.* and model.* by dotted names, e.g. **{"optim.lr": 1e6})."""
+    from dataclasses import replace
+
+    from scaling.flops import ModelShape
+    from scaling.spec import DataSpec, EvalSpec, OptimSpec, RunSpec
+    from trainer.data import read_sidecar
+
+    ident = read_sidecar(shards)["identity"]
+
+    parts = {
+        "model": ModelShape("d16-l1", 16, 1, 2, 257, 32),
+        "optim": OptimSpec(lr=3e-3, min_lr=3e-4, warmup_steps=2),
+        "data": DataSpec(
+            ident["corpus"], ident["tokenizer"], ident["vocab_size"], 32, ident["val_fraction"], str(shards)
+        ),
+        "eval": EvalSpec(every=3, sequences=8, t_per_seq=2),
+    }
+    top = {"budget_flops": 1e9, "flops_convention": "attention", "global_batch": 4}
+    for key, value in changes.items():
+        group, _, name = key.partition(".")
+        if name:
+            parts[group] = replace(parts[group], **{name: value})
+        elif key in parts:
+            parts[key] = value
+        else:
+            top[key] = value
+    return RunSpec(arm=arm, steps=steps, **parts, **top)

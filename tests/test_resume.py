@@ -1,0 +1,118 @@
+"""Exact resume: `scaling train` in a subprocess, killed (SIGKILL) or stopped (SIGTERM/SIGUSR2)
+after a checkpoint, then resumed, ends bitwise equal to the uninterrupted run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import tiny_spec
+
+from scaling.flops import ModelShape
+from trainer.loop import EXIT_PREEMPTED
+
+STEPS = 150
+ENV = {**os.environ, "SCALING_THREADS": "1"}
+
+
+def _spec_file(folder: Path, shards: Path, arm: str) -> Path:
+    spec = tiny_spec(
+        shards,
+        arm,
+        steps=STEPS,
+        checkpoint_every=1,
+        global_batch=8,
+        **{"model": ModelShape("d32-l2", 32, 2, 2, 257, 32), "eval.every": 50},
+    )
+    path = folder / f"{arm}.yaml"
+    path.write_text(spec.to_yaml())
+    return path
+
+
+def _train(spec: Path, out: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "scaling.cli", "train", str(spec), "--out", str(out)],
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def _interrupt_after(spec: Path, out: Path, step: int, signum: int) -> tuple[int, str]:
+    """Starts a run and sends `signum` once the checkpoint of `step` is complete."""
+    proc = _train(spec, out)
+    marker = out / "checkpoints" / f"step-{step}.sha256"
+    deadline = time.time() + 120
+    while not marker.exists():
+        assert proc.poll() is None, proc.stdout.read()
+        assert time.time() < deadline
+        time.sleep(0.002)
+    proc.send_signal(signum)
+    output = proc.communicate(timeout=120)[0]
+    assert not (out / "result.json").exists(), "the run ended before the signal landed: make it longer"
+    return proc.returncode, output
+
+
+def _finish(spec: Path, out: Path) -> dict:
+    proc = _train(spec, out)
+    output = proc.communicate(timeout=300)[0]
+    assert proc.returncode == 0, output
+    return json.loads((out / "result.json").read_text())
+
+
+def _curve(out: Path) -> list[tuple]:
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return [(r["step"], r["train_loss"], r["grad_norm"], r["lr"]) for r in rows]
+
+
+def _evals(out: Path) -> list[tuple]:
+    rows = [json.loads(line) for line in (out / "evals.jsonl").read_text().splitlines()]
+    return [(r["step"], r["val_loss"], r["val_loss_stderr"]) for r in rows]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, byte_shards):
+    """Uninterrupted runs, per arm (computed on first use)."""
+    folder = tmp_path_factory.mktemp("resume")
+    runs = {}
+
+    def get(arm: str) -> tuple[Path, Path, dict]:
+        if arm not in runs:
+            spec = _spec_file(folder, byte_shards, arm)
+            runs[arm] = (spec, folder / f"ref-{arm}", _finish(spec, folder / f"ref-{arm}"))
+        return runs[arm]
+
+    return get
+
+
+@pytest.mark.parametrize("arm", ["mdlm-elbo", "eso"])
+def test_sigkill_then_resume_is_bitwise_equal(tmp_path, reference, arm):
+    spec, ref_dir, ref = reference(arm)
+    code, _ = _interrupt_after(spec, tmp_path, 37, signal.SIGKILL)
+    assert code == -signal.SIGKILL
+    result = _finish(spec, tmp_path)
+    assert result["val_loss"] == ref["val_loss"] and result["val_loss_stderr"] == ref["val_loss_stderr"]
+    assert result["train_loss"] == ref["train_loss"]
+    assert result["restarts"] == 1 and ref["restarts"] == 0
+    assert _curve(tmp_path) == _curve(ref_dir) and _evals(tmp_path) == _evals(ref_dir)
+    assert (tmp_path / "checkpoints" / f"step-{STEPS}.pt").read_bytes() != b""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR2], ids=["SIGTERM", "SIGUSR2"])
+def test_stop_signal_checkpoints_exits_75_and_resumes_exactly(tmp_path, reference, signum):
+    spec, ref_dir, ref = reference("mdlm-elbo")
+    code, output = _interrupt_after(spec, tmp_path, 20, signum)
+    assert code == EXIT_PREEMPTED, output
+    assert f"stopped by {signal.Signals(signum).name}" in output
+    stopped_at = int(output.split(f"stopped by {signal.Signals(signum).name} at step ")[1].split()[0])
+    assert (tmp_path / "checkpoints" / f"step-{stopped_at}.pt").exists()
+    result = _finish(spec, tmp_path)
+    assert result["val_loss"] == ref["val_loss"] and result["restarts"] == 1
+    assert _curve(tmp_path) == _curve(ref_dir)

@@ -1,0 +1,129 @@
+"""Checkpoints of a run: `checkpoints/step-<N>.pt` (a plain torch file) with a `step-<N>.sha256`
+digest written after it, so a torn or corrupted file is detected (torch does not checksum tensor
+data). The newest two are kept; loading falls back from a bad newest one to the previous one.
+
+The payload is made of tensors, numbers, strings and lists only, so it loads with
+`torch.load(weights_only=True)`; RNG states are converted to and from such types here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import random
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from scaling import atomic
+from scaling.errors import UserError
+
+FORMAT = 1
+KEEP = 2
+_NAME = re.compile(r"step-(\d+)\.pt$")
+
+
+def folder(run_dir: str | Path) -> Path:
+    return Path(run_dir) / "checkpoints"
+
+
+def listing(run_dir: str | Path) -> list[tuple[int, Path]]:
+    """(step, path) of every checkpoint file, newest first."""
+    found = []
+    for p in folder(run_dir).glob("step-*.pt"):
+        m = _NAME.match(p.name)
+        if m:
+            found.append((int(m.group(1)), p))
+    return sorted(found, reverse=True)
+
+
+def save(run_dir: str | Path, step: int, state: dict) -> Path:
+    buf = io.BytesIO()
+    torch.save({"format": FORMAT, "step": step, **state}, buf)
+    payload = buf.getvalue()
+    path = folder(run_dir) / f"step-{step}.pt"
+    atomic.write_bytes(path, payload)
+    atomic.write_text(path.with_suffix(".sha256"), hashlib.sha256(payload).hexdigest() + "\n")
+    for _, old in listing(run_dir)[KEEP:]:
+        old.with_suffix(".sha256").unlink(missing_ok=True)
+        old.unlink(missing_ok=True)
+    return path
+
+
+def read(path: Path) -> dict:
+    """One checkpoint, verified against its digest; ValueError says why it is unusable."""
+    try:
+        digest = path.with_suffix(".sha256").read_text().strip()
+    except FileNotFoundError:
+        raise ValueError("no digest file (the write was interrupted)") from None
+    payload = path.read_bytes()
+    if hashlib.sha256(payload).hexdigest() != digest:
+        raise ValueError("content does not match its sha256 digest")
+    try:
+        state = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises RuntimeError, UnpicklingError, ... for bad files
+        raise ValueError(f"torch.load failed: {str(e).splitlines()[0]}") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise ValueError(f"not a checkpoint of format {FORMAT}")
+    return state
+
+
+def load_latest(run_dir: str | Path, run_key: str, warn=print) -> dict | None:
+    """The newest usable checkpoint of this run, None when there is none.
+
+    A bad newest checkpoint is skipped with a warning; if none is usable, or the newest usable
+    one belongs to another run, that is a UserError (nothing is deleted)."""
+    found = listing(run_dir)
+    for _, path in found:
+        try:
+            state = read(path)
+        except (ValueError, OSError) as e:
+            warn(f"warning: checkpoint {path} is unusable ({e}); trying the previous one")
+            continue
+        if state.get("run_key") != run_key:
+            raise UserError(
+                f"checkpoint {path} belongs to run {state.get('run_key')!r}, not {run_key}: "
+                "use another --out folder or delete its checkpoints/"
+            )
+        return state
+    if found:
+        raise UserError(
+            f"no usable checkpoint in {folder(run_dir)}: delete that folder to restart the run from step 0"
+        )
+    return None
+
+
+# --- RNG states -----------------------------------------------------------------------------
+
+
+def rng_state() -> dict:
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "gauss": float(gauss),
+        },
+        "python": {"version": version, "internal": list(internal), "gauss_next": gauss_next},
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state(
+        (n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"])
+    )
+    p = state["python"]
+    random.setstate((p["version"], tuple(p["internal"]), p["gauss_next"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])

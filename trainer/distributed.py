@@ -1,0 +1,103 @@
+"""torch.distributed from torchrun or SLURM environment variables (one process per device).
+
+torchrun sets RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT. Under SLURM (srun with
+ntasks > 1, e.g. submitit with tasks_per_node = GPUs) the ranks come from SLURM_PROCID,
+SLURM_NTASKS and SLURM_LOCALID, the rendezvous host is the job's first node and the port is
+derived from the job id, so concurrent jobs on one node do not collide. Backend: nccl on CUDA,
+gloo on CPU.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class DistEnv:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def detect() -> DistEnv:
+    env = os.environ
+    if "RANK" in env and "WORLD_SIZE" in env:
+        return DistEnv(int(env["RANK"]), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", 0)))
+    if int(env.get("SLURM_NTASKS", "1")) > 1 and "SLURM_PROCID" in env:
+        return DistEnv(int(env["SLURM_PROCID"]), int(env["SLURM_NTASKS"]), int(env.get("SLURM_LOCALID", 0)))
+    return DistEnv()
+
+
+def is_main() -> bool:
+    return detect().is_main
+
+
+def _slurm_rendezvous() -> None:
+    env = os.environ
+    if "MASTER_ADDR" not in env:
+        nodes = env.get("SLURM_JOB_NODELIST") or env.get("SLURM_NODELIST", "localhost")
+        try:
+            out = subprocess.run(
+                ["scontrol", "show", "hostnames", nodes], capture_output=True, text=True, check=True
+            )
+            env["MASTER_ADDR"] = out.stdout.split()[0]
+        except (OSError, subprocess.CalledProcessError, IndexError):
+            env["MASTER_ADDR"] = nodes.split(",")[0]
+    env.setdefault("MASTER_PORT", str(20000 + int(env.get("SLURM_JOB_ID", "0")) % 20000))
+
+
+def device_for(env: DistEnv) -> torch.device:
+    """cuda:<local rank> when CUDA is there (unless SCALING_DEVICE=cpu), else the CPU."""
+    wanted = os.environ.get("SCALING_DEVICE", "")
+    if wanted != "cpu" and torch.cuda.is_available():
+        torch.cuda.set_device(env.local_rank)
+        return torch.device("cuda", env.local_rank)
+    return torch.device("cpu")
+
+
+def init(env: DistEnv, device: torch.device) -> None:
+    if not env.enabled or dist.is_initialized():
+        return
+    if "RANK" not in os.environ:
+        _slurm_rendezvous()
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    dist.init_process_group(
+        backend, rank=env.rank, world_size=env.world_size, device_id=device if device.type == "cuda" else None
+    )
+
+
+def shutdown() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def all_reduce_sum(x: torch.Tensor) -> torch.Tensor:
+    if dist.is_initialized():
+        dist.all_reduce(x, op=dist.ReduceOp.SUM)
+    return x
+
+
+def all_gather_objects(obj) -> list:
+    if not dist.is_initialized():
+        return [obj]
+    out = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()

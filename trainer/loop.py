@@ -1,0 +1,538 @@
+"""The training loop: one RunSpec -> one run folder (docs/run-folder.md).
+
+    result = train(spec, run_dir)   # resumes from run_dir's checkpoint; returns result.json's dict
+
+- AdamW with decoupled weight decay on the weights of Linear layers only (embeddings, LayerNorm
+  weights and biases are not decayed); learning rate: linear warmup over warmup_steps to lr, then
+  cosine to min_lr at the last step (a pure function of the step, so the "scheduler state" is the
+  step); gradient clipping at grad_clip (<= 0: off); gradient accumulation of micro batches up to
+  the global batch; DDP over torchrun/SLURM ranks (trainer.distributed).
+- Randomness that changes the loss is derived from (seed, step, chunk), not carried in generator
+  state: the diffusion times of a step come from u = f(seed, step) (identical on every rank, each
+  rank takes its slice), and the arm's torch.Generator is re-seeded from (seed, step, c) for the
+  c-th micro batch of the global batch. Resuming is then exact by construction, and a DDP run
+  draws the same masks as a single process whenever micro_batch is set (the chunking is then
+  independent of the world size). Global torch/numpy/python RNG states are checkpointed too.
+- Validation: fixed windows of the val split; diffusion arms evaluate each window at eval.t_per_seq
+  stratified times (u per window from eval.seed) with the generator re-seeded per chunk of windows
+  from (eval.seed, chunk), so the same weights always give the same number; mean and standard
+  error over windows. The final step is always evaluated.
+- Checkpoints every checkpoint_every steps, at the end, and at the first step boundary after
+  SIGTERM/SIGUSR2, after which train() raises Preempted (`scaling train` exits EXIT_PREEMPTED).
+- A non-finite loss or gradient norm stops the run: result.json has status "diverged" and the step.
+- FLOPs: spec.steps x global_batch x 3 x forward FLOPs per sequence, for every convention of
+  scaling.flops. MFU uses the "attention" convention (the model's real matmuls) over the peak of
+  the devices: SCALING_PEAK_FLOPS (per device) if set; on CUDA the card's dense bf16 peak
+  (PEAK_BF16); on CPU a 1024^3 fp32 matmul measured at start (noisy on a shared machine).
+- Threads: SCALING_THREADS sets torch.set_num_threads (the local executor splits the cores).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import threading
+import time
+from collections import deque
+from contextlib import nullcontext
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from scaling import atomic, store
+from scaling.errors import UserError
+from scaling.flops import CONVENTIONS, train_flops_per_seq
+from scaling.spec import RunSpec
+from trainer import checkpoint, data
+from trainer import distributed as dist
+from trainer.arms import Arm, get_arm
+from trainer.model import DiT
+
+EXIT_PREEMPTED = 75  # EX_TEMPFAIL: checkpointed after a signal; run again to resume
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR2)
+PRECISIONS = ("auto", "fp32", "bf16")
+RECENT = 20  # training losses averaged into result.json's train_loss
+
+# Dense bf16 peak FLOP/s per device by name (datasheet figures without sparsity).
+PEAK_BF16 = {
+    "H100 PCIe": 756e12,
+    "H100": 989e12,
+    "H200": 989e12,
+    "GH200": 989e12,
+    "A100": 312e12,
+    "L40S": 362e12,
+    "A10G": 70e12,
+    "L4": 121e12,
+    "V100": 125e12,
+}
+
+
+class Preempted(Exception):
+    """A stop signal arrived; the run was checkpointed at `step` and can be resumed."""
+
+    def __init__(self, step: int, signum: int):
+        super().__init__(f"stopped by {signal.Signals(signum).name} at step {step} (checkpointed)")
+        self.step, self.signum = step, signum
+
+
+@dataclass
+class Plan:
+    """What the spec and the world size make of the batch."""
+
+    per_rank: int  # sequences per rank per step
+    micro: int  # sequences per forward pass
+    accum: int  # micro batches per rank per step
+    eval_rows: int  # sequences per validation forward pass (independent of the world size)
+
+
+def lr_at(spec: RunSpec, step: int) -> float:
+    """Learning rate of the update with 0-based index `step`."""
+    o = spec.optim
+    if step < o.warmup_steps:
+        return o.lr * (step + 1) / o.warmup_steps
+    progress = (step - o.warmup_steps) / max(1, spec.steps - o.warmup_steps)
+    return o.min_lr + 0.5 * (o.lr - o.min_lr) * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def _seed(*parts: int) -> int:
+    return int(np.random.SeedSequence(list(parts)).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+def step_u(seed: int, step: int) -> float:
+    return float(np.random.default_rng([seed, step, 1]).random())
+
+
+def check_spec(spec: RunSpec, world_size: int) -> Plan:
+    if spec.data.seq_len != spec.model.seq_len:
+        raise UserError(f"data.seq_len {spec.data.seq_len} differs from model.seq_len {spec.model.seq_len}")
+    if spec.optim.schedule != "cosine":
+        raise UserError(f"unknown lr schedule {spec.optim.schedule!r}: only cosine is implemented")
+    if spec.precision not in PRECISIONS:
+        raise UserError(f"unknown precision {spec.precision!r}: choose from {', '.join(PRECISIONS)}")
+    for name in ("steps", "global_batch"):
+        if getattr(spec, name) <= 0:
+            raise UserError(f"{name} must be > 0, got {getattr(spec, name)}")
+    if spec.eval.sequences <= 0 or spec.eval.t_per_seq <= 0:
+        raise UserError("eval.sequences and eval.t_per_seq must be > 0")
+    if spec.global_batch % world_size:
+        raise UserError(f"global_batch {spec.global_batch} is not divisible by the {world_size} processes")
+    per_rank = spec.global_batch // world_size
+    micro = spec.micro_batch or per_rank
+    if micro <= 0 or per_rank % micro:
+        raise UserError(
+            f"micro_batch {spec.micro_batch} does not divide the {per_rank} sequences per process"
+        )
+    return Plan(per_rank, micro, per_rank // micro, spec.micro_batch or spec.global_batch)
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    decay = [m.weight for m in model.modules() if isinstance(m, nn.Linear)]
+    ids = {id(p) for p in decay}
+    rest = [p for p in model.parameters() if id(p) not in ids]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
+
+
+def peak_flops(device: torch.device) -> float | None:
+    """Peak FLOP/s of one device for MFU (see the module docstring)."""
+    if os.environ.get("SCALING_PEAK_FLOPS"):
+        return float(os.environ["SCALING_PEAK_FLOPS"])
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        return next((v for k, v in PEAK_BF16.items() if k in name), None)
+    return measure_matmul_flops()
+
+
+def measure_matmul_flops(n: int = 1024, repeats: int = 5) -> float:
+    """Best-of-`repeats` FLOP/s of an n^3 fp32 matmul on the CPU."""
+    a, b = torch.randn(n, n, generator=torch.Generator().manual_seed(0)), torch.randn(n, n)
+    torch.mm(a, b)
+    best = math.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best
+
+
+class _Signals:
+    """Records SIGTERM/SIGUSR2; the loop checkpoints at the next step boundary."""
+
+    def __init__(self, enabled: bool):
+        self.received = 0
+        self.previous = {}
+        if enabled and threading.current_thread() is threading.main_thread():
+            for s in STOP_SIGNALS:
+                self.previous[s] = signal.signal(s, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        self.received = signum
+
+    def restore(self) -> None:
+        for s, h in self.previous.items():
+            signal.signal(s, h)
+
+
+def _autocast(spec: RunSpec, device: torch.device):
+    if spec.precision == "bf16" or (spec.precision == "auto" and device.type == "cuda"):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def evaluate(
+    model: nn.Module,
+    arm: Arm,
+    windows: np.ndarray,
+    spec: RunSpec,
+    plan: Plan,
+    env: dist.DistEnv,
+    device: torch.device,
+) -> tuple[float, float]:
+    """Mean and standard error over windows of the per-window validation loss (nats/token)."""
+    n = len(windows)
+    diffusion = arm.sample_t(1, 0.0) is not None  # AR's NLL is exact: one pass per window
+    k = spec.eval.t_per_seq if diffusion else 1
+    u = np.random.default_rng([spec.eval.seed, 0]).random(n)
+    per_chunk = max(1, plan.eval_rows // k)
+    per_window = torch.zeros(n, dtype=torch.float64, device=device)
+    gen = torch.Generator(device=device)
+    model.eval()
+    with torch.no_grad(), _autocast(spec, device):
+        for c, start in enumerate(range(0, n, per_chunk)):
+            if c % env.world_size != env.rank:
+                continue
+            idx = np.arange(start, min(n, start + per_chunk))
+            x = torch.from_numpy(windows[idx]).to(device).repeat_interleave(k, dim=0)
+            t = torch.cat([arm.sample_t(k, ui) for ui in u[idx]]) if diffusion else None
+            gen.manual_seed(_seed(spec.eval.seed, c))
+            losses = arm.validation_loss(model, x, t, gen).double().view(len(idx), k)
+            per_window[torch.from_numpy(idx).to(device)] = losses.mean(dim=1)
+    model.train()
+    per_window = dist.all_reduce_sum(per_window).cpu()
+    return per_window.mean().item(), (per_window.std() / math.sqrt(n)).item() if n > 1 else 0.0
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Drops rows past the checkpoint that a resumed run will write again."""
+    if path.exists():
+        rows = [r for r in atomic.read_jsonl(path) if r.get("step", 0) <= step]
+        atomic.write_text(path, "".join(_json_line(r) for r in rows))
+
+
+def _json_line(obj) -> str:
+    return json.dumps(obj, default=atomic._default) + "\n"
+
+
+def _finite_or_none(x: float | None) -> float | None:
+    return x if x is not None and math.isfinite(x) else None
+
+
+def _eta(seconds: float) -> str:
+    seconds = int(seconds)
+    return (
+        f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+        if seconds >= 3600
+        else f"{seconds // 60}m{seconds % 60:02d}s"
+    )
+
+
+def train(spec: RunSpec, run_dir: str | Path, *, handle_signals: bool = True, log=None) -> dict:
+    """Trains `spec` into `run_dir` (see the module docstring); returns the result dict.
+
+    Raises UserError for bad input before anything in run_dir is written, and Preempted after
+    checkpointing when a stop signal arrived."""
+    run_dir = Path(run_dir)
+    existing = run_dir / store.SPEC_FILE
+    if existing.exists():
+        other = store.load_run_spec(run_dir).run_key
+        if other != spec.run_key:
+            raise UserError(f"{run_dir} holds run {other}, not {spec.run_key}: use another --out folder")
+    result = store.read_result(run_dir)
+    if result is not None:
+        return result
+    if os.environ.get("SCALING_THREADS"):
+        torch.set_num_threads(int(os.environ["SCALING_THREADS"]))
+    env = dist.detect()
+
+    def say(msg: str) -> None:
+        if env.is_main:
+            (log or (lambda m: print(m, flush=True)))(msg)
+
+    # --- everything that can be wrong with the input, before run_dir is touched
+    arm = get_arm(spec.arm, spec.model.vocab)
+    plan = check_spec(spec, env.world_size)
+    device = dist.device_for(env)
+    dist.init(env, device)
+    try:
+        return _train(spec, run_dir, arm, plan, env, device, say, handle_signals)
+    finally:
+        dist.shutdown()
+
+
+def _train(spec, run_dir, arm, plan, env, device, say, handle_signals) -> dict:
+    if env.is_main:
+        folder = data.prepare_data(spec.data, log=say)
+    dist.barrier()
+    folder = data.prepare_data(spec.data, log=say) if not env.is_main else folder
+    shards = data.open_shards(folder)
+    if shards.vocab_size >= spec.model.vocab:
+        raise UserError(
+            f"the shards have {shards.vocab_size} token ids but the model's vocabulary is {spec.model.vocab} "
+            f"(incl. [MASK]): set model.vocab to {shards.vocab_size + 1}"
+        )
+    sampler = data.WindowSampler(shards.train, spec.data.seq_len, spec.seed)
+    windows = data.validation_windows(shards.val, spec.data.seq_len, spec.eval.sequences)
+    state = checkpoint.load_latest(run_dir, spec.run_key, warn=say)
+    if state is not None:
+        sampler.load_state_dict(state["data"])  # UserError if the shards changed
+
+    # --- from here on the run folder is written (by rank 0)
+    if env.is_main:
+        store.ensure_run(run_dir, spec)
+        store.write_status(run_dir, "running")
+    torch.manual_seed(spec.seed)
+    model = DiT(spec.model).to(device)
+    optimizer = torch.optim.AdamW(
+        param_groups(model, spec.optim.weight_decay),
+        lr=spec.optim.lr,
+        betas=spec.optim.betas,
+        eps=spec.optim.eps,
+        fused=device.type == "cuda",
+    )
+    stats = {"train_time": 0.0, "wall_s": 0.0, "restarts": 0, "recent": [], "last_eval": None}
+    start = 0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        stats = state["stats"] | {"restarts": state["stats"]["restarts"] + 1}
+        start = state["step"]
+        if len(state["rng"]) == env.world_size:
+            checkpoint.set_rng_state(state["rng"][env.rank])
+        else:
+            say(
+                f"warning: checkpoint from {len(state['rng'])} processes, now {env.world_size}: global RNGs not restored"
+            )
+        if env.is_main:
+            for name in ("metrics.jsonl", "evals.jsonl"):
+                _truncate_log(run_dir / name, start)
+        say(f"resumed {spec.run_key} from step {start}")
+        del state
+    raw = model
+    if env.enabled:
+        model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+
+    G, T = spec.global_batch, spec.data.seq_len
+    flops_per_step = {c: G * train_flops_per_seq(spec.model, c, spec.arm) for c in CONVENTIONS}
+    peak = peak_flops(device)
+    peak_total = peak * env.world_size if peak else None
+    log_every = max(1, spec.steps // 200)
+    print_every = max(1, spec.steps // 20)
+    recent = deque(stats["recent"], maxlen=RECENT)
+    signals = _Signals(handle_signals)
+    gen = torch.Generator(device=device)
+    session_start = time.time()
+    interval_time, interval_steps = 0.0, 0
+    lo = env.rank * plan.per_rank
+
+    def snapshot(step: int) -> None:
+        rngs = dist.all_gather_objects(checkpoint.rng_state())
+        if env.is_main:
+            wall = stats["wall_s"] + time.time() - session_start
+            checkpoint.save(
+                run_dir,
+                step,
+                {
+                    "run_key": spec.run_key,
+                    "spec": spec.to_dict(),
+                    "model": raw.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "data": sampler.state_dict(),
+                    "rng": rngs,
+                    "world_size": env.world_size,
+                    "stats": {**stats, "wall_s": wall, "recent": list(recent)},
+                },
+            )
+
+    def cumulative(step: int) -> dict:
+        return {
+            "step": step,
+            "tokens": step * G * T,
+            "flops": {c: step * f for c, f in flops_per_step.items()},
+        }
+
+    model.train()
+    try:
+        for s in range(start, spec.steps):
+            t0 = time.perf_counter()
+            lr = lr_at(spec, s)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            batch = torch.from_numpy(sampler.next_batch(G)[lo : lo + plan.per_rank]).to(device)
+            t_all = arm.sample_t(G, step_u(spec.seed, s))
+            t_rank = None if t_all is None else t_all[lo : lo + plan.per_rank]
+            loss_sum = torch.zeros((), device=device)
+            for m in range(plan.accum):
+                rows = slice(m * plan.micro, (m + 1) * plan.micro)
+                gen.manual_seed(_seed(spec.seed, s, env.rank * plan.accum + m))
+                sync = m == plan.accum - 1 or not env.enabled
+                with nullcontext() if sync else model.no_sync(), _autocast(spec, device):
+                    loss = arm.training_loss(
+                        model, batch[rows], None if t_rank is None else t_rank[rows], gen
+                    )
+                    (loss / plan.accum).backward()
+                loss_sum += loss.detach().float()
+            clip = spec.optim.grad_clip if spec.optim.grad_clip > 0 else math.inf
+            grad_norm = torch.nn.utils.clip_grad_norm_(raw.parameters(), clip)
+            flags = dist.all_reduce_sum(
+                torch.stack(
+                    [
+                        loss_sum / plan.accum,
+                        grad_norm.float(),
+                        torch.tensor(float(signals.received), device=device),
+                    ]
+                )
+            )
+            train_loss, grad_norm_v, stop = (
+                (flags[0] / env.world_size).item(),
+                flags[1].item() / env.world_size,
+                flags[2].item(),
+            )
+            if not (math.isfinite(train_loss) and math.isfinite(grad_norm_v)):
+                return _finish(
+                    spec, run_dir, env, stats, session_start, recent, cumulative(s), s + 1, say, device=device
+                )
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            step = s + 1
+            dt = time.perf_counter() - t0
+            stats["train_time"] += dt
+            interval_time += dt
+            interval_steps += 1
+            recent.append(train_loss)
+            if step % log_every == 0 or step == spec.steps or step == start + 1:
+                tps = interval_steps * G * T / interval_time
+                achieved = interval_steps * flops_per_step["attention"] / interval_time
+                mfu = achieved / peak_total if peak_total else None
+                if env.is_main:
+                    atomic.append_jsonl(
+                        run_dir / "metrics.jsonl",
+                        {
+                            **cumulative(step),
+                            "train_loss": train_loss,
+                            "lr": lr,
+                            "grad_norm": grad_norm_v,
+                            "tokens_per_s": tps,
+                            "mfu": mfu,
+                            "wall_s": stats["wall_s"] + time.time() - session_start,
+                        },
+                    )
+                if step % print_every == 0 or step == spec.steps or step == start + 1:
+                    eta = (spec.steps - step) * interval_time / interval_steps
+                    mfu_text = f" mfu {mfu:.2f}" if mfu is not None else ""
+                    say(
+                        f"[{spec.run_key}] step {step}/{spec.steps} loss {train_loss:.4f} lr {lr:.2e} "
+                        f"{tps:,.0f} tok/s{mfu_text} eta {_eta(eta)}"
+                    )
+                interval_time, interval_steps = 0.0, 0
+            if (spec.eval.every > 0 and step % spec.eval.every == 0) or step == spec.steps:
+                val, err = evaluate(raw, arm, windows, spec, plan, env, device)
+                stats["last_eval"] = {"step": step, "val_loss": val, "val_loss_stderr": err}
+                if env.is_main:
+                    atomic.append_jsonl(
+                        run_dir / "evals.jsonl",
+                        {
+                            **cumulative(step),
+                            "val_loss": _finite_or_none(val),
+                            "val_loss_stderr": _finite_or_none(err),
+                        },
+                    )
+                say(f"[{spec.run_key}] step {step}/{spec.steps} val_loss {val:.4f} +- {err:.4f}")
+            periodic = spec.checkpoint_every > 0 and step % spec.checkpoint_every == 0
+            if periodic or step == spec.steps or (stop and step < spec.steps):
+                snapshot(step)
+            if stop and step < spec.steps:
+                raise Preempted(step, signals.received or int(signal.SIGTERM))
+        return _finish(
+            spec,
+            run_dir,
+            env,
+            stats,
+            session_start,
+            recent,
+            cumulative(spec.steps),
+            None,
+            say,
+            device=device,
+            peak_total=peak_total,
+            flops_per_step=flops_per_step,
+        )
+    finally:
+        signals.restore()
+
+
+def _finish(
+    spec,
+    run_dir,
+    env,
+    stats,
+    session_start,
+    recent,
+    progress,
+    diverged_step,
+    say,
+    device=None,
+    peak_total=None,
+    flops_per_step=None,
+) -> dict:
+    """Writes result.json (and the final status) and returns the result."""
+    last = stats["last_eval"] if diverged_step is None else None
+    train_time = stats["train_time"]
+    achieved = (
+        progress["step"] * flops_per_step["attention"] / train_time if flops_per_step and train_time else None
+    )
+    val = last["val_loss"] if last else None
+    result = {
+        "status": "done" if diverged_step is None else "diverged",
+        "run_key": spec.run_key,
+        "val_loss": _finite_or_none(val),
+        "val_loss_stderr": _finite_or_none(last["val_loss_stderr"]) if last else None,
+        "val_ppl": math.exp(val) if val is not None and val < 700 else None,
+        "train_loss": _finite_or_none(float(np.mean(recent))) if recent else None,
+        "steps": progress["step"],
+        "tokens": progress["tokens"],
+        "flops": progress["flops"],
+        "wall_s": stats["wall_s"] + time.time() - session_start,
+        "tokens_per_s": progress["tokens"] / train_time if train_time else None,
+        "mfu": achieved / peak_total if achieved and peak_total else None,
+        "device": _device_name(device),
+        "world_size": env.world_size,
+        "restarts": stats["restarts"],
+        "diverged_step": diverged_step,
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    if env.is_main:
+        atomic.write_json(run_dir / store.RESULT_FILE, result)
+        if diverged_step is None:
+            store.write_status(run_dir, "done")
+        else:
+            store.write_status(
+                run_dir, "diverged", reason=f"non-finite loss or gradient at step {diverged_step}"
+            )
+    if diverged_step is None:
+        say(f"[{spec.run_key}] done: val_loss {val:.4f} in {result['wall_s']:.0f}s")
+    else:
+        say(f"[{spec.run_key}] diverged at step {diverged_step}: non-finite loss or gradient")
+    return result
+
+
+def _device_name(device: torch.device | None) -> str:
+    if device is not None and device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({torch.get_num_threads()} threads)"
