@@ -54,11 +54,13 @@ def read_status(run_dir: str | Path) -> RunStatus:
     return RunStatus(**known)
 
 
-def write_status(run_dir: str | Path, state: str, **fields) -> RunStatus:
+def write_status(run_dir: str | Path, state: str, *, if_job: str | None = None, **fields) -> RunStatus:
     """Sets the state and merges `fields` (job_id, requeues, reason) into status.json.
 
     Fields not given keep their value, except `reason`, which is cleared on every write that
-    does not give one (a reason describes the current state only).
+    does not give one (a reason describes the current state only). With `if_job`, nothing is
+    written unless the run still belongs to that job: a job that outlived a resubmission of its
+    run must not overwrite the new job's state.
     """
     if state not in STATES:
         raise ValueError(f"unknown run state {state!r}")
@@ -67,7 +69,10 @@ def write_status(run_dir: str | Path, state: str, **fields) -> RunStatus:
         raise ValueError(f"unknown status field(s): {', '.join(sorted(unknown))}")
     run_dir = Path(run_dir)
     with _locked(run_dir):
-        return _write(run_dir, read_status(run_dir), state, fields)
+        current = read_status(run_dir)
+        if if_job is not None and current.job_id not in (None, if_job):
+            return current
+        return _write(run_dir, current, state, fields)
 
 
 def mark_submitted(run_dir: str | Path, job_id: str) -> RunStatus:

@@ -167,6 +167,7 @@ def watch(executor: Executor, run_dirs, poll_s: float, timeout_h: float, sweep: 
         _summary(views)
         return 130
     progress.close()
+    executor.settle(timeout=60)
     _summary(views)
     return 0 if all(v.state in store.ENDED for v in views) else 1
 

@@ -96,7 +96,7 @@ def _apply(run_dir: Path, status: store.RunStatus, state: str, info: JobInfo, wr
     if new_state == state and all(getattr(status, k) == v for k, v in fields.items() if k != "reason"):
         return status, state
     if write:
-        return store.write_status(run_dir, new_state, **fields), new_state
+        return store.write_status(run_dir, new_state, if_job=status.job_id, **fields), new_state
     return replace(status, state=new_state, **fields), new_state
 
 

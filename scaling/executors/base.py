@@ -63,6 +63,10 @@ class Executor(ABC):
     def interrupt(self, job_ids: list[str]) -> None:
         """What Ctrl-C in a waiting `scaling sweep` does to the jobs."""
 
+    @abstractmethod
+    def settle(self, timeout: float) -> None:
+        """Once no run is active: waits (bounded) for workers this process started to exit."""
+
 
 # --- the cluster config (sweeps/cluster/<name>.yaml) ----------------------------------------
 

@@ -1,6 +1,6 @@
 """The local executor: runs on this machine, `max_parallel` runs at once, one per GPU if any.
 
-`submit` starts a detached runner process (`python -m scaling.executors.local QUEUE.json`) that
+`submit` starts a detached runner process (`run_queue(QUEUE.json)` of this module) that
 trains the queued runs with `scaling train`, so that the sweep process only watches run folders,
 exactly as it does for SLURM: `--no-wait`, `scaling status` and `scaling cancel` work the same.
 The runner's PID is the job id of its runs (`local:<host>:<pid>`). On SIGTERM or SIGINT the
@@ -26,6 +26,8 @@ from scaling.executors.base import Executor, JobInfo, LocalConfig, Run, cpu_coun
 PREFIX = "local:"
 STOP_GRACE_S = 120  # a trainer gets this long to checkpoint after SIGTERM
 RUNNER_MODULE = "scaling.executors.local"
+# not `-m`: the package imports this module first, and runpy would run a second copy of it
+RUNNER_CODE = f"import sys; from {RUNNER_MODULE} import run_queue; sys.exit(run_queue(sys.argv[1]))"
 
 _children: dict[int, subprocess.Popen] = {}  # runners started by this process, reaped on poll
 
@@ -64,6 +66,7 @@ class LocalExecutor(Executor):
     def __init__(self, config: LocalConfig):
         self.config = config
         self._slots: Slots | None = None
+        self._started: list[subprocess.Popen] = []
 
     @property
     def slots(self) -> Slots:
@@ -99,15 +102,24 @@ class LocalExecutor(Executor):
         )
         with open(queue.with_suffix(".log"), "ab") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", RUNNER_MODULE, str(queue)],
+                [sys.executable, "-c", RUNNER_CODE, str(queue)],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # Ctrl-C in the terminal reaches the sweep only; it stops us
             )
         _children[proc.pid] = proc
+        self._started.append(proc)
         job_id = f"{PREFIX}{socket.gethostname()}:{proc.pid}"
         return {r.run_key: job_id for r in runs}
+
+    def settle(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        for proc in self._started:
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass  # it goes on alone; its status writes are guarded by its job id
 
     def interrupt(self, job_ids: list[str]) -> None:
         cancel(job_ids)  # the runs live in this machine's processes: stop them (they checkpoint)
@@ -188,26 +200,25 @@ def log_tail(path: Path, lines: int = 1) -> str:
     return " | ".join(line.strip() for line in text.strip().splitlines()[-lines:])
 
 
-def finish(run_dir: Path, rc: int, stopped: bool) -> None:
-    """Records how a trainer process ended, unless its result.json already says."""
+def finish(run_dir: Path, job_id: str, rc: int, stopped: bool) -> None:
+    """Records how a trainer process ended, unless result.json says it or the run was
+    resubmitted meanwhile (the new job owns its status)."""
     result = store.read_result(run_dir)
     if result is not None:
         state = "diverged" if result.get("status") == "diverged" else "done"
         if store.read_status(run_dir).state != state:
-            store.write_status(run_dir, state)
+            store.write_status(run_dir, state, if_job=job_id)
     elif stopped:
-        store.write_status(
-            run_dir, "cancelled", reason="stopped (SIGTERM); `scaling sweep` resumes it from its checkpoint"
-        )
+        reason = "stopped (SIGTERM); `scaling sweep` resumes it from its checkpoint"
+        store.write_status(run_dir, "cancelled", if_job=job_id, reason=reason)
     else:
         tail = log_tail(run_dir / "logs" / "train.log")
-        store.write_status(
-            run_dir, "failed", reason=f"scaling train exited with code {rc}: {tail}".rstrip(": ")
-        )
+        reason = f"scaling train exited with code {rc}: {tail}".rstrip(": ")
+        store.write_status(run_dir, "failed", if_job=job_id, reason=reason)
 
 
-def run_queue(queue_file: Path) -> int:
-    queue = json.loads(queue_file.read_text())
+def run_queue(queue_file: str | Path) -> int:
+    queue = json.loads(Path(queue_file).read_text())
     pending = [Path(p) for p in queue["runs"]]
     parallel, threads, gpus = int(queue["parallel"]), int(queue["threads"]), list(queue["gpus"])
     job_id = f"{PREFIX}{socket.gethostname()}:{os.getpid()}"
@@ -225,7 +236,7 @@ def run_queue(queue_file: Path) -> int:
         while pending and len(running) < parallel and not stopping:
             run_dir = pending.pop(0)
             if store.read_result(run_dir) is not None:
-                finish(run_dir, 0, stopped=False)
+                finish(run_dir, job_id, 0, stopped=False)
                 continue
             gpu = free_gpus.pop(0) if gpus else None
             env = os.environ | {"SCALING_THREADS": str(threads), "OMP_NUM_THREADS": str(threads)}
@@ -250,7 +261,7 @@ def run_queue(queue_file: Path) -> int:
                 del running[run_dir]
                 if gpu is not None:
                     free_gpus.append(gpu)
-                finish(run_dir, proc.returncode, stopped=False)
+                finish(run_dir, job_id, proc.returncode, stopped=False)
     # stopped: let every trainer checkpoint, then record what did not finish
     for proc, _ in running.values():
         proc.send_signal(signal.SIGTERM)
@@ -261,12 +272,8 @@ def run_queue(queue_file: Path) -> int:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-        finish(run_dir, proc.returncode, stopped=True)
+        finish(run_dir, job_id, proc.returncode, stopped=True)
     for run_dir in pending:
         if store.read_result(run_dir) is None:
-            store.write_status(run_dir, "cancelled", reason="stopped before it started")
+            store.write_status(run_dir, "cancelled", if_job=job_id, reason="stopped before it started")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(run_queue(Path(sys.argv[1])))

@@ -58,6 +58,9 @@ class SlurmExecutor(Executor):
     def interrupt(self, job_ids: list[str]) -> None:
         return None  # queued jobs do not need the sweep process: they go on
 
+    def settle(self, timeout: float) -> None:
+        return None  # nothing runs in this process
+
     def resources(self, run: Run) -> dict[str, Any]:
         r = self.config.resources_for(run)
         return {
@@ -150,7 +153,7 @@ def poll(job_ids: list[str]) -> dict[str, JobInfo]:
                 "-j",
                 ",".join(bases),
                 "-O",
-                "JobID:|,State:|,Reason:|,RestartCnt:|",
+                "ArrayJobID:|,ArrayTaskID:|,JobID:|,State:|,Reason:|,RestartCnt:|",
             ]
         )
     except (FileNotFoundError, subprocess.TimeoutExpired) as e:
@@ -159,11 +162,13 @@ def poll(job_ids: list[str]) -> dict[str, JobInfo]:
         raise QueueUnavailable(f"squeue failed: {out.stderr.strip() or out.returncode}")
     infos: dict[str, JobInfo] = {}
     for line in out.stdout.splitlines():
-        parts = line.split("|")
-        if len(parts) < 4 or parts[0].strip() not in wanted:
+        parts = [p.strip() for p in line.split("|")]
+        if len(parts) < 6:
             continue
-        job_id, state, reason, restarts = (p.strip() for p in parts[:4])
-        infos[job_id] = _info(state, reason, int(restarts) if restarts.isdigit() else 0)
+        array_id, task, raw_id, state, reason, restarts = parts[:6]
+        job_id = f"{array_id}_{task}" if task.isdigit() else raw_id  # submitit's id of an array task
+        if job_id in wanted:
+            infos[job_id] = _info(state, reason, int(restarts) if restarts.isdigit() else 0)
     missing = sorted(wanted - set(infos))
     if missing:
         infos.update(_sacct(missing))
@@ -273,7 +278,7 @@ class TrainJob(submitit.helpers.Checkpointable):
             if store.read_result(run_path) is not None:
                 return store.read_result(run_path)
             if rank0:
-                store.write_status(run_path, "failed", reason=str(e), requeues=restarts)
+                store.write_status(run_path, "failed", if_job=env.job_id, reason=str(e), requeues=restarts)
             raise
         result = store.read_result(run_path)
         if result is not None:
@@ -284,7 +289,7 @@ class TrainJob(submitit.helpers.Checkpointable):
 
         reason = f"scaling train exited with code {rc}: {log_tail(log_path)}"
         if rank0:
-            store.write_status(run_path, "failed", reason=reason, requeues=restarts)
+            store.write_status(run_path, "failed", if_job=env.job_id, reason=reason, requeues=restarts)
         raise RuntimeError(reason)
 
     def _on_sigterm(self, signum, frame) -> None:
@@ -294,8 +299,6 @@ class TrainJob(submitit.helpers.Checkpointable):
 
     def checkpoint(self, run_dir: str):
         """submitit's USR2 handler (rank 0): the trainer saves and exits, then the job requeues."""
-        from submitit.helpers import DelayedSubmission
-
         child = self._child
         if child is not None and child.poll() is None:
             child.send_signal(signal.SIGUSR2)
@@ -306,7 +309,7 @@ class TrainJob(submitit.helpers.Checkpointable):
                 child.wait()
         restarts = int(os.environ.get("SLURM_RESTART_COUNT", 0) or 0)
         if store.read_result(Path(run_dir)) is None:  # else the requeued task returns the result at once
-            store.write_status(run_dir, "requeued", requeues=restarts + 1)
-        return DelayedSubmission(
-            TrainJob(self.signal_delay_s), run_dir
-        )  # a fresh callable: no process handle
+            job_id = submitit.JobEnvironment().job_id
+            store.write_status(run_dir, "requeued", if_job=job_id, requeues=restarts + 1)
+        # a fresh callable: the process handle does not pickle
+        return submitit.helpers.DelayedSubmission(TrainJob(self.signal_delay_s), run_dir)
