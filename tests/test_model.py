@@ -99,13 +99,13 @@ def test_attention_matches_the_textbook_formula():
 
 def test_rotary_scores_depend_only_on_relative_position():
     hd, T = 8, 20
-    cos, sin = rotary_tables(T, hd)
+    rotation = rotary_tables(T, hd)
     g = torch.Generator().manual_seed(4)
     q, k = torch.randn(hd, generator=g), torch.randn(hd, generator=g)
 
     def score(i, j):
-        qi = apply_rotary(q.view(1, 1, 1, hd), cos[None, [i]], sin[None, [i]])
-        kj = apply_rotary(k.view(1, 1, 1, hd), cos[None, [j]], sin[None, [j]])
+        qi = apply_rotary(q.view(1, 1, 1, hd), rotation[None, [i]])
+        kj = apply_rotary(k.view(1, 1, 1, hd), rotation[None, [j]])
         return float((qi * kj).sum())
 
     assert score(3, 1) == pytest.approx(score(15, 13), abs=1e-5)

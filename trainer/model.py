@@ -10,6 +10,8 @@ causal mask applied to a sequence the arm has permuted, with `positions` carryin
 true position into the rotary embedding (so flash-attn's causal kernel serves it too).
 Backend: flash-attn when it imports and the tensors are half precision on CUDA, torch SDPA
 otherwise (CPU included). Logits are returned in float32 whatever the autocast dtype.
+Initialization follows the study's DiT: adaLN layers and the head start at zero, so a fresh
+model is the identity through its blocks and outputs uniform logits.
 """
 
 from __future__ import annotations
@@ -42,23 +44,27 @@ def attention(q: Tensor, k: Tensor, v: Tensor, mode: str) -> Tensor:
     return out.transpose(1, 2)
 
 
-def rotary_tables(seq_len: int, head_dim: int) -> tuple[Tensor, Tensor]:
-    """cos and sin of position * frequency, [seq_len, head_dim] (rotate-half layout)."""
+def rotary_tables(seq_len: int, head_dim: int) -> Tensor:
+    """(cos, sin) of position * frequency for each pair of channels: [seq_len, head_dim / 2, 2]."""
     inv_freq = ROTARY_BASE ** (-torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
     angles = torch.outer(torch.arange(seq_len, dtype=torch.float64), inv_freq)
-    angles = torch.cat([angles, angles], dim=-1)
-    return angles.cos().float(), angles.sin().float()
+    return torch.stack([angles.cos(), angles.sin()], dim=-1).float()
 
 
-def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """Rotate [B, T, H, hd] by per-token angles; cos/sin are [B or 1, T, hd]."""
-    x1, x2 = x.chunk(2, dim=-1)
-    rotated = torch.cat([-x2, x1], dim=-1)
-    return (x * cos[:, :, None] + rotated * sin[:, :, None]).to(x.dtype)
+def apply_rotary(x: Tensor, rotation: Tensor) -> Tensor:
+    """Rotate channel pairs (2i, 2i+1) of x [B, T, ..., hd] by rotation [B or 1, T, hd/2, 2].
+
+    One complex multiply in float32 instead of a handful of real ops, each a pass over q and k
+    (~30% faster eager training on CPU at d=256; inductor runs this op eagerly).
+    """
+    z = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))
+    r = torch.view_as_complex(rotation)
+    r = r.view(r.shape[0], r.shape[1], *([1] * (x.dim() - 3)), r.shape[-1])
+    return torch.view_as_real(z * r).flatten(-2).to(x.dtype)
 
 
 def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
-    return x * (1 + scale) + shift
+    return torch.addcmul(shift, x, 1 + scale)
 
 
 class TimeEmbedding(nn.Module):
@@ -93,13 +99,14 @@ class Block(nn.Module):
         nn.init.zeros_(self.adaln.weight)
         nn.init.zeros_(self.adaln.bias)
 
-    def forward(self, x: Tensor, c: Tensor, cos: Tensor, sin: Tensor, mode: str) -> Tensor:
+    def forward(self, x: Tensor, c: Tensor, rotation: Tensor, mode: str) -> Tensor:
         B, T, d = x.shape
         shift1, scale1, gate1, shift2, scale2, gate2 = self.adaln(c)[:, None].chunk(6, dim=-1)
-        q, k, v = self.qkv(modulate(self.norm1(x), shift1, scale1)).view(B, T, 3, self.n_heads, -1).unbind(2)
-        h = attention(apply_rotary(q, cos, sin), apply_rotary(k, cos, sin), v, mode)
-        x = x + gate1 * self.attn_out(h.reshape(B, T, d))
-        return x + gate2 * self.mlp(modulate(self.norm2(x), shift2, scale2))
+        qkv = self.qkv(modulate(self.norm1(x), shift1, scale1)).view(B, T, 3, self.n_heads, -1)
+        q, k = apply_rotary(qkv[:, :, :2], rotation).unbind(2)
+        h = attention(q, k, qkv[:, :, 2], mode)
+        x = torch.addcmul(x, gate1, self.attn_out(h.reshape(B, T, d)))
+        return torch.addcmul(x, gate2, self.mlp(modulate(self.norm2(x), shift2, scale2)))
 
 
 class DiT(nn.Module):
@@ -118,9 +125,7 @@ class DiT(nn.Module):
         # zero final modulation and head: uniform logits at init, as the study's DiT
         for p in (*self.adaln_final.parameters(), *self.head.parameters()):
             nn.init.zeros_(p)
-        cos, sin = rotary_tables(shape.seq_len, shape.head_dim)
-        self.register_buffer("rotary_cos", cos, persistent=False)
-        self.register_buffer("rotary_sin", sin, persistent=False)
+        self.register_buffer("rotation", rotary_tables(shape.seq_len, shape.head_dim), persistent=False)
 
     def forward(
         self,
@@ -141,13 +146,10 @@ class DiT(nn.Module):
             raise ValueError(f"sequence of {T} tokens exceeds the model's seq_len {self.shape.seq_len}")
         if sigma is None:
             sigma = torch.zeros(B, device=tokens.device)
-        if positions is None:
-            cos, sin = self.rotary_cos[None, :T], self.rotary_sin[None, :T]
-        else:
-            cos, sin = self.rotary_cos[positions], self.rotary_sin[positions]
+        rotation = self.rotation[None, :T] if positions is None else self.rotation[positions]
         c = F.silu(self.time(sigma))
         x = self.embed(tokens)
         for block in self.blocks:
-            x = block(x, c, cos, sin, mode)
+            x = block(x, c, rotation, mode)
         shift, scale = self.adaln_final(c)[:, None].chunk(2, dim=-1)
         return self.head(modulate(self.norm_final(x), shift, scale)).float()
