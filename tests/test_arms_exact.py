@@ -470,3 +470,22 @@ def test_duo_estimator_over_eps_to_one_misses_the_end_near_t_zero():
     full = duo_expectation(P5, constant_denoiser(P5), lo=1e-16)
     truncated = duo_expectation(P5, constant_denoiser(P5), lo=EPS) / (1 - EPS)
     assert 0.003 < full - truncated < 0.01  # 1.3923 -> 1.3866: below the entropy
+
+
+@pytest.mark.parametrize("name", ["ar", "mdlm-elbo", "mdlm-ce", "duo", "eso"])
+def test_every_arm_trains_the_dit_and_validates_deterministically(name):
+    V, T, B = 13, 16, 4
+    model = randomized_dit(ModelShape("t", 16, 1, 2, V, T), seed=23)
+    arm = get_arm(name, V)
+    x = torch.randint(0, V - 1, (B, T), generator=torch.Generator().manual_seed(24))
+    t = arm.sample_t(B, 0.4)
+    loss = arm.training_loss(model, x, t, torch.Generator().manual_seed(25))
+    assert loss.dim() == 0 and torch.isfinite(loss) and loss > 0
+    loss.backward()
+    grads = [p.grad for p in model.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert model.embed.weight.grad.abs().sum() > 0
+    with torch.no_grad():
+        first = arm.validation_loss(model, x, t, torch.Generator().manual_seed(26))
+        again = arm.validation_loss(model, x, t, torch.Generator().manual_seed(26))
+    assert first.shape == (B,) and torch.equal(first, again)
