@@ -245,10 +245,9 @@ def train(spec: RunSpec, run_dir: str | Path, *, handle_signals: bool = True, lo
     """Trains `spec` into `run_dir` (see the module docstring); returns the result dict.
 
     Raises UserError for bad input before anything in run_dir is written, and Preempted after
-    checkpointing when a stop signal arrived."""
+    checkpointing when a stop signal arrived. `log` receives progress lines (default: print)."""
     run_dir = Path(run_dir)
-    existing = run_dir / store.SPEC_FILE
-    if existing.exists():
+    if (run_dir / store.SPEC_FILE).exists():
         other = store.load_run_spec(run_dir).run_key
         if other != spec.run_key:
             raise UserError(f"{run_dir} holds run {other}, not {spec.run_key}: use another --out folder")
@@ -258,281 +257,281 @@ def train(spec: RunSpec, run_dir: str | Path, *, handle_signals: bool = True, lo
     if os.environ.get("SCALING_THREADS"):
         torch.set_num_threads(int(os.environ["SCALING_THREADS"]))
     env = dist.detect()
-
-    def say(msg: str) -> None:
-        if env.is_main:
-            (log or (lambda m: print(m, flush=True)))(msg)
-
-    # --- everything that can be wrong with the input, before run_dir is touched
     arm = get_arm(spec.arm, spec.model.vocab)
     plan = check_spec(spec, env.world_size)
     device = dist.device_for(env)
     dist.init(env, device)
+    signals = _Signals(handle_signals)
     try:
-        return _train(spec, run_dir, arm, plan, env, device, say, handle_signals)
+        return _Session(spec, run_dir, arm, plan, env, device, log).run(signals)
     finally:
+        signals.restore()
         dist.shutdown()
 
 
-def _train(spec, run_dir, arm, plan, env, device, say, handle_signals) -> dict:
-    if env.is_main:
-        folder = data.prepare_data(spec.data, log=say)
-    dist.barrier()
-    folder = data.prepare_data(spec.data, log=say) if not env.is_main else folder
-    shards = data.open_shards(folder)
-    if shards.vocab_size >= spec.model.vocab:
-        raise UserError(
-            f"the shards have {shards.vocab_size} token ids but the model's vocabulary is {spec.model.vocab} "
-            f"(incl. [MASK]): set model.vocab to {shards.vocab_size + 1}"
-        )
-    sampler = data.WindowSampler(shards.train, spec.data.seq_len, spec.seed)
-    windows = data.validation_windows(shards.val, spec.data.seq_len, spec.eval.sequences)
-    state = checkpoint.load_latest(run_dir, spec.run_key, warn=say)
-    if state is not None:
-        sampler.load_state_dict(state["data"])  # UserError if the shards changed
+class _Session:
+    """One process's part of a run, from the checkpoint it resumes (if any) to result.json."""
 
-    # --- from here on the run folder is written (by rank 0)
-    if env.is_main:
-        store.ensure_run(run_dir, spec)
-        store.write_status(run_dir, "running")
-    torch.manual_seed(spec.seed)
-    model = DiT(spec.model).to(device)
-    optimizer = torch.optim.AdamW(
-        param_groups(model, spec.optim.weight_decay),
-        lr=spec.optim.lr,
-        betas=spec.optim.betas,
-        eps=spec.optim.eps,
-        fused=device.type == "cuda",
-    )
-    stats = {"train_time": 0.0, "wall_s": 0.0, "restarts": 0, "recent": [], "last_eval": None}
-    start = 0
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        stats = state["stats"] | {"restarts": state["stats"]["restarts"] + 1}
-        start = state["step"]
-        if len(state["rng"]) == env.world_size:
-            checkpoint.set_rng_state(state["rng"][env.rank])
+    def __init__(
+        self, spec: RunSpec, run_dir: Path, arm: Arm, plan: Plan, env: dist.DistEnv, device: torch.device, log
+    ) -> None:
+        self.spec, self.run_dir, self.arm, self.plan, self.env, self.device = (
+            spec,
+            run_dir,
+            arm,
+            plan,
+            env,
+            device,
+        )
+        self.log = log or (lambda m: print(m, flush=True))
+        self.started = time.time()
+
+        # everything that can be wrong with the input is checked before run_dir is written
+        if env.is_main:
+            data.prepare_data(spec.data, log=self.say)
+        dist.barrier()  # the other ranks find the shards prepared
+        shards = data.open_shards(data.prepare_data(spec.data, log=self.say))
+        if shards.vocab_size >= spec.model.vocab:
+            raise UserError(
+                f"the shards have {shards.vocab_size} token ids but the model's vocabulary is {spec.model.vocab} "
+                f"(incl. [MASK]): set model.vocab to {shards.vocab_size + 1}"
+            )
+        self.sampler = data.WindowSampler(shards.train, spec.data.seq_len, spec.seed)
+        self.windows = data.validation_windows(shards.val, spec.data.seq_len, spec.eval.sequences)
+        state = checkpoint.load_latest(run_dir, spec.run_key, warn=self.say)
+        if state is not None:
+            self.sampler.load_state_dict(state["data"])  # UserError if the shards changed
+
+        torch.manual_seed(spec.seed)
+        self.model = DiT(spec.model).to(device)
+        self.optimizer = torch.optim.AdamW(
+            param_groups(self.model, spec.optim.weight_decay),
+            lr=spec.optim.lr,
+            betas=spec.optim.betas,
+            eps=spec.optim.eps,
+            fused=device.type == "cuda",
+        )
+        self.stats = {"train_time": 0.0, "wall_s": 0.0, "restarts": 0, "recent": [], "last_eval": None}
+        self.start = 0
+        if state is not None:
+            self._restore(state)
+        self.ddp = self.model
+        if env.enabled:
+            ids = [device.index] if device.type == "cuda" else None
+            self.ddp = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        self.recent = deque(self.stats["recent"], maxlen=RECENT)
+        self.flops_per_step = {
+            c: spec.global_batch * train_flops_per_seq(spec.model, c, spec.arm) for c in CONVENTIONS
+        }
+        peak = peak_flops(device)
+        self.peak = peak * env.world_size if peak else None
+        self.generator = torch.Generator(device=device)
+
+    def say(self, msg: str) -> None:
+        if self.env.is_main:
+            self.log(msg)
+
+    def _restore(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.stats = state["stats"] | {"restarts": state["stats"]["restarts"] + 1}
+        self.start = state["step"]
+        if len(state["rng"]) == self.env.world_size:
+            checkpoint.set_rng_state(state["rng"][self.env.rank])
         else:
-            say(
-                f"warning: checkpoint from {len(state['rng'])} processes, now {env.world_size}: global RNGs not restored"
+            self.say(
+                f"warning: the checkpoint has the RNGs of {len(state['rng'])} processes, not "
+                f"{self.env.world_size}: global RNGs not restored"
             )
-        if env.is_main:
-            for name in ("metrics.jsonl", "evals.jsonl"):
-                _truncate_log(run_dir / name, start)
-        say(f"resumed {spec.run_key} from step {start}")
-        del state
-    raw = model
-    if env.enabled:
-        model = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
-        )
+        self.say(f"resumed {self.spec.run_key} from step {self.start}")
 
-    G, T = spec.global_batch, spec.data.seq_len
-    flops_per_step = {c: G * train_flops_per_seq(spec.model, c, spec.arm) for c in CONVENTIONS}
-    peak = peak_flops(device)
-    peak_total = peak * env.world_size if peak else None
-    log_every = max(1, spec.steps // 200)
-    print_every = max(1, spec.steps // 20)
-    recent = deque(stats["recent"], maxlen=RECENT)
-    signals = _Signals(handle_signals)
-    gen = torch.Generator(device=device)
-    session_start = time.time()
-    interval_time, interval_steps = 0.0, 0
-    lo = env.rank * plan.per_rank
-
-    def snapshot(step: int) -> None:
-        rngs = dist.all_gather_objects(checkpoint.rng_state())
-        if env.is_main:
-            wall = stats["wall_s"] + time.time() - session_start
-            checkpoint.save(
-                run_dir,
-                step,
-                {
-                    "run_key": spec.run_key,
-                    "spec": spec.to_dict(),
-                    "model": raw.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "data": sampler.state_dict(),
-                    "rng": rngs,
-                    "world_size": env.world_size,
-                    "stats": {**stats, "wall_s": wall, "recent": list(recent)},
-                },
-            )
-
-    def cumulative(step: int) -> dict:
+    def cumulative(self, step: int) -> dict:
+        spec = self.spec
         return {
             "step": step,
-            "tokens": step * G * T,
-            "flops": {c: step * f for c, f in flops_per_step.items()},
+            "tokens": step * spec.global_batch * spec.data.seq_len,
+            "flops": {c: step * f for c, f in self.flops_per_step.items()},
         }
 
-    model.train()
-    try:
-        for s in range(start, spec.steps):
+    def run(self, signals: _Signals) -> dict:
+        spec, run_dir = self.spec, self.run_dir
+        if self.env.is_main:  # from here on the run folder is written, by rank 0
+            store.ensure_run(run_dir, spec)
+            store.write_status(run_dir, "running")
+            for name in ("metrics.jsonl", "evals.jsonl"):
+                _truncate_log(run_dir / name, self.start)
+        log_every, print_every = max(1, spec.steps // 200), max(1, spec.steps // 20)
+        interval_time, interval_steps = 0.0, 0
+        self.ddp.train()
+        for s in range(self.start, spec.steps):
             t0 = time.perf_counter()
             lr = lr_at(spec, s)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            batch = torch.from_numpy(sampler.next_batch(G)[lo : lo + plan.per_rank]).to(device)
-            t_all = arm.sample_t(G, step_u(spec.seed, s))
-            t_rank = None if t_all is None else t_all[lo : lo + plan.per_rank]
-            loss_sum = torch.zeros((), device=device)
-            for m in range(plan.accum):
-                rows = slice(m * plan.micro, (m + 1) * plan.micro)
-                gen.manual_seed(_seed(spec.seed, s, env.rank * plan.accum + m))
-                sync = m == plan.accum - 1 or not env.enabled
-                with nullcontext() if sync else model.no_sync(), _autocast(spec, device):
-                    loss = arm.training_loss(
-                        model, batch[rows], None if t_rank is None else t_rank[rows], gen
-                    )
-                    (loss / plan.accum).backward()
-                loss_sum += loss.detach().float()
-            clip = spec.optim.grad_clip if spec.optim.grad_clip > 0 else math.inf
-            grad_norm = torch.nn.utils.clip_grad_norm_(raw.parameters(), clip)
-            flags = dist.all_reduce_sum(
-                torch.stack(
-                    [
-                        loss_sum / plan.accum,
-                        grad_norm.float(),
-                        torch.tensor(float(signals.received), device=device),
-                    ]
-                )
-            )
-            train_loss, grad_norm_v, stop = (
-                (flags[0] / env.world_size).item(),
-                flags[1].item() / env.world_size,
-                flags[2].item(),
-            )
-            if not (math.isfinite(train_loss) and math.isfinite(grad_norm_v)):
-                return _finish(
-                    spec, run_dir, env, stats, session_start, recent, cumulative(s), s + 1, say, device=device
-                )
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+            train_loss, grad_norm, stop = self.update(s, lr, signals.received)
+            if not (math.isfinite(train_loss) and math.isfinite(grad_norm)):
+                return self.finish(self.cumulative(s), diverged_step=s + 1)
             step = s + 1
             dt = time.perf_counter() - t0
-            stats["train_time"] += dt
+            self.stats["train_time"] += dt
             interval_time += dt
             interval_steps += 1
-            recent.append(train_loss)
-            if step % log_every == 0 or step == spec.steps or step == start + 1:
-                tps = interval_steps * G * T / interval_time
-                achieved = interval_steps * flops_per_step["attention"] / interval_time
-                mfu = achieved / peak_total if peak_total else None
-                if env.is_main:
+            self.recent.append(train_loss)
+            if step % log_every == 0 or step in (self.start + 1, spec.steps):
+                tokens_per_s = interval_steps * spec.global_batch * spec.data.seq_len / interval_time
+                mfu = (
+                    interval_steps * self.flops_per_step["attention"] / interval_time / self.peak
+                    if self.peak
+                    else None
+                )
+                if self.env.is_main:
                     atomic.append_jsonl(
                         run_dir / "metrics.jsonl",
                         {
-                            **cumulative(step),
+                            **self.cumulative(step),
                             "train_loss": train_loss,
                             "lr": lr,
-                            "grad_norm": grad_norm_v,
-                            "tokens_per_s": tps,
+                            "grad_norm": grad_norm,
+                            "tokens_per_s": tokens_per_s,
                             "mfu": mfu,
-                            "wall_s": stats["wall_s"] + time.time() - session_start,
+                            "wall_s": self.wall_s(),
                         },
                     )
-                if step % print_every == 0 or step == spec.steps or step == start + 1:
+                if step % print_every == 0 or step in (self.start + 1, spec.steps):
                     eta = (spec.steps - step) * interval_time / interval_steps
                     mfu_text = f" mfu {mfu:.2f}" if mfu is not None else ""
-                    say(
+                    self.say(
                         f"[{spec.run_key}] step {step}/{spec.steps} loss {train_loss:.4f} lr {lr:.2e} "
-                        f"{tps:,.0f} tok/s{mfu_text} eta {_eta(eta)}"
+                        f"{tokens_per_s:,.0f} tok/s{mfu_text} eta {_eta(eta)}"
                     )
                 interval_time, interval_steps = 0.0, 0
             if (spec.eval.every > 0 and step % spec.eval.every == 0) or step == spec.steps:
-                val, err = evaluate(raw, arm, windows, spec, plan, env, device)
-                stats["last_eval"] = {"step": step, "val_loss": val, "val_loss_stderr": err}
-                if env.is_main:
-                    atomic.append_jsonl(
-                        run_dir / "evals.jsonl",
-                        {
-                            **cumulative(step),
-                            "val_loss": _finite_or_none(val),
-                            "val_loss_stderr": _finite_or_none(err),
-                        },
-                    )
-                say(f"[{spec.run_key}] step {step}/{spec.steps} val_loss {val:.4f} +- {err:.4f}")
-            periodic = spec.checkpoint_every > 0 and step % spec.checkpoint_every == 0
-            if periodic or step == spec.steps or (stop and step < spec.steps):
-                snapshot(step)
-            if stop and step < spec.steps:
+                self.validate(step)
+            stopping = stop and step < spec.steps
+            if (
+                (spec.checkpoint_every > 0 and step % spec.checkpoint_every == 0)
+                or step == spec.steps
+                or stopping
+            ):
+                self.snapshot(step)
+            if stopping:
                 raise Preempted(step, signals.received or int(signal.SIGTERM))
-        return _finish(
-            spec,
-            run_dir,
-            env,
-            stats,
-            session_start,
-            recent,
-            cumulative(spec.steps),
-            None,
-            say,
-            device=device,
-            peak_total=peak_total,
-            flops_per_step=flops_per_step,
+        return self.finish(self.cumulative(spec.steps), diverged_step=None)
+
+    def update(self, s: int, lr: float, signal_received: int) -> tuple[float, float, bool]:
+        """One optimizer step (index s) on this rank's slice of the global batch; returns the loss
+        and gradient norm averaged over ranks and whether any rank received a stop signal."""
+        spec, plan, env = self.spec, self.plan, self.env
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        lo, hi = env.rank * plan.per_rank, (env.rank + 1) * plan.per_rank
+        batch = torch.from_numpy(self.sampler.next_batch(spec.global_batch)[lo:hi]).to(self.device)
+        t_global = self.arm.sample_t(spec.global_batch, step_u(spec.seed, s))
+        t = None if t_global is None else t_global[lo:hi]
+        loss_sum = torch.zeros((), device=self.device)
+        for m in range(plan.accum):
+            rows = slice(m * plan.micro, (m + 1) * plan.micro)
+            # the c-th micro batch of the global batch draws from its own seed on any world size
+            self.generator.manual_seed(_seed(spec.seed, s, env.rank * plan.accum + m))
+            last = m == plan.accum - 1
+            with nullcontext() if last or not env.enabled else self.ddp.no_sync():
+                with _autocast(spec, self.device):
+                    loss = self.arm.training_loss(
+                        self.ddp, batch[rows], None if t is None else t[rows], self.generator
+                    )
+                (loss / plan.accum).backward()
+            loss_sum += loss.detach().float()
+        clip = spec.optim.grad_clip if spec.optim.grad_clip > 0 else math.inf
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+        # one all-reduce per step: the mean loss, the (already reduced) norm and any rank's signal
+        flags = torch.stack(
+            [
+                loss_sum / plan.accum,
+                grad_norm.float() / env.world_size,
+                torch.tensor(float(signal_received), device=self.device),
+            ]
         )
-    finally:
-        signals.restore()
+        loss, norm, stop = dist.all_reduce_sum(flags).tolist()
+        loss /= env.world_size
+        if math.isfinite(loss) and math.isfinite(norm):
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return loss, norm, stop > 0
 
-
-def _finish(
-    spec,
-    run_dir,
-    env,
-    stats,
-    session_start,
-    recent,
-    progress,
-    diverged_step,
-    say,
-    device=None,
-    peak_total=None,
-    flops_per_step=None,
-) -> dict:
-    """Writes result.json (and the final status) and returns the result."""
-    last = stats["last_eval"] if diverged_step is None else None
-    train_time = stats["train_time"]
-    achieved = (
-        progress["step"] * flops_per_step["attention"] / train_time if flops_per_step and train_time else None
-    )
-    val = last["val_loss"] if last else None
-    result = {
-        "status": "done" if diverged_step is None else "diverged",
-        "run_key": spec.run_key,
-        "val_loss": _finite_or_none(val),
-        "val_loss_stderr": _finite_or_none(last["val_loss_stderr"]) if last else None,
-        "val_ppl": math.exp(val) if val is not None and val < 700 else None,
-        "train_loss": _finite_or_none(float(np.mean(recent))) if recent else None,
-        "steps": progress["step"],
-        "tokens": progress["tokens"],
-        "flops": progress["flops"],
-        "wall_s": stats["wall_s"] + time.time() - session_start,
-        "tokens_per_s": progress["tokens"] / train_time if train_time else None,
-        "mfu": achieved / peak_total if achieved and peak_total else None,
-        "device": _device_name(device),
-        "world_size": env.world_size,
-        "restarts": stats["restarts"],
-        "diverged_step": diverged_step,
-        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
-    if env.is_main:
-        atomic.write_json(run_dir / store.RESULT_FILE, result)
-        if diverged_step is None:
-            store.write_status(run_dir, "done")
-        else:
-            store.write_status(
-                run_dir, "diverged", reason=f"non-finite loss or gradient at step {diverged_step}"
+    def validate(self, step: int) -> None:
+        val, err = evaluate(self.model, self.arm, self.windows, self.spec, self.plan, self.env, self.device)
+        self.stats["last_eval"] = {"step": step, "val_loss": val, "val_loss_stderr": err}
+        if self.env.is_main:
+            atomic.append_jsonl(
+                self.run_dir / "evals.jsonl",
+                {
+                    **self.cumulative(step),
+                    "val_loss": _finite_or_none(val),
+                    "val_loss_stderr": _finite_or_none(err),
+                },
             )
-    if diverged_step is None:
-        say(f"[{spec.run_key}] done: val_loss {val:.4f} in {result['wall_s']:.0f}s")
-    else:
-        say(f"[{spec.run_key}] diverged at step {diverged_step}: non-finite loss or gradient")
-    return result
+        self.say(f"[{self.spec.run_key}] step {step}/{self.spec.steps} val_loss {val:.4f} +- {err:.4f}")
+
+    def wall_s(self) -> float:
+        return self.stats["wall_s"] + time.time() - self.started
+
+    def snapshot(self, step: int) -> None:
+        rngs = dist.all_gather_objects(checkpoint.rng_state())
+        if self.env.is_main:
+            checkpoint.save(
+                self.run_dir,
+                step,
+                {
+                    "run_key": self.spec.run_key,
+                    "spec": self.spec.to_dict(),
+                    "model": self.model.state_dict(),
+                    "optimizer": self.optimizer.state_dict(),
+                    "data": self.sampler.state_dict(),
+                    "rng": rngs,
+                    "world_size": self.env.world_size,
+                    "stats": {**self.stats, "wall_s": self.wall_s(), "recent": list(self.recent)},
+                },
+            )
+
+    def finish(self, progress: dict, diverged_step: int | None) -> dict:
+        """Writes result.json and the final status; returns the result."""
+        last = self.stats["last_eval"] if diverged_step is None else None
+        val = last["val_loss"] if last else None
+        train_time = self.stats["train_time"]
+        achieved = progress["step"] * self.flops_per_step["attention"] / train_time if train_time else None
+        result = {
+            "status": "done" if diverged_step is None else "diverged",
+            "run_key": self.spec.run_key,
+            "val_loss": _finite_or_none(val),
+            "val_loss_stderr": _finite_or_none(last["val_loss_stderr"]) if last else None,
+            "val_ppl": math.exp(val) if val is not None and val < 700 else None,
+            "train_loss": _finite_or_none(float(np.mean(self.recent))) if self.recent else None,
+            "steps": progress["step"],
+            "tokens": progress["tokens"],
+            "flops": progress["flops"],
+            "wall_s": self.wall_s(),
+            "tokens_per_s": progress["tokens"] / train_time if train_time else None,
+            "mfu": achieved / self.peak if achieved and self.peak else None,
+            "device": _device_name(self.device),
+            "world_size": self.env.world_size,
+            "restarts": self.stats["restarts"],
+            "diverged_step": diverged_step,
+            "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        if self.env.is_main:
+            atomic.write_json(self.run_dir / store.RESULT_FILE, result)
+            if diverged_step is None:
+                store.write_status(self.run_dir, "done")
+            else:
+                store.write_status(
+                    self.run_dir, "diverged", reason=f"non-finite loss or gradient at step {diverged_step}"
+                )
+        if diverged_step is None:
+            self.say(f"[{self.spec.run_key}] done: val_loss {val:.4f} in {result['wall_s']:.0f}s")
+        else:
+            self.say(f"[{self.spec.run_key}] diverged at step {diverged_step}: non-finite loss or gradient")
+        return result
 
 
-def _device_name(device: torch.device | None) -> str:
-    if device is not None and device.type == "cuda":
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"cpu ({torch.get_num_threads()} threads)"
