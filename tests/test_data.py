@@ -170,3 +170,23 @@ def test_cli_prepare_bad_input_exits_2_and_writes_nothing(tmp_path, text_corpus)
     assert r.returncode == 0, r.stderr
     assert json.loads((out / "val.json").read_text())["documents"] >= 1
     assert Path(out / "train.bin").stat().st_size == data.read_sidecar(out)["tokens"] * 2
+
+
+def test_cli_prepare_sweep_fills_the_folder_the_planner_names(tmp_path, monkeypatch, capsys):
+    from scaling import cli
+    from scaling.config import load_sweep
+    from scaling.plan import plan_sweep
+
+    monkeypatch.setenv("SCALING_DATA", str(tmp_path))
+    assert cli.main(["prepare", "tiny", "data.val_fraction=0.1"]) == 0
+    spec = plan_sweep(load_sweep("tiny", ["data.val_fraction=0.1"])).runs[0]
+    meta = data.read_sidecar(spec.data.shards, "val")
+    assert Path(spec.data.shards).parent == tmp_path
+    assert meta["identity"] == {
+        "corpus": "shakespeare",
+        "tokenizer": "bytes",
+        "vocab_size": 256,
+        "val_fraction": 0.1,
+        "format": data.DATA_FORMAT,
+    }
+    assert spec.data.shards in capsys.readouterr().out
