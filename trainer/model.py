@@ -8,6 +8,8 @@ parameter count (scaling.flops.params_total) and FLOPs are one formula for all a
 Attention has two masks, "bidirectional" and "causal". Eso-LM's permuted causal order is the
 causal mask applied to a sequence the arm has permuted, with `positions` carrying each token's
 true position into the rotary embedding (so flash-attn's causal kernel serves it too).
+Samplers that decode in a causal order (AR, Eso-LM) pass a KVCache: the call's tokens attend to
+the cached tokens and causally to each other, and its first `commit` tokens join the cache.
 Backend: flash-attn when it imports and the tensors are half precision on CUDA, torch SDPA
 otherwise (CPU included). Logits are returned in float32 whatever the autocast dtype.
 Initialization follows the study's DiT: adaLN layers and the head start at zero, so a fresh
@@ -16,7 +18,9 @@ model is the identity through its blocks and outputs uniform logits.
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -42,6 +46,36 @@ def attention(q: Tensor, k: Tensor, v: Tensor, mode: str) -> Tensor:
         q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=causal
     )
     return out.transpose(1, 2)
+
+
+class KVCache:
+    """Keys and values of the tokens a sampler has committed, per block, in decoding order.
+
+    A forward pass with the cache writes the keys and values of all its tokens after the committed
+    ones, attends over both (causally: query i sees the committed tokens and new tokens <= i), then
+    keeps its first `commit` tokens: Eso-LM's still-masked queries are recomputed once revealed.
+    """
+
+    def __init__(self, shape: ModelShape, batch: int) -> None:
+        self.shape, self.batch = shape, batch
+        self.keys: list[Tensor] = []
+        self.values: list[Tensor] = []
+        self.length = 0  # committed tokens
+
+    def attend(self, layer: int, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        """Attention of the new tokens' q, k, v [B, n, H, hd] over the cache; returns [B, n, H, hd]."""
+        if layer == len(self.keys):  # first pass: buffers in the dtype autocast gives k and v
+            size = (self.batch, self.shape.seq_len, *k.shape[2:])
+            self.keys.append(k.new_empty(size))
+            self.values.append(v.new_empty(size))
+        past, n = self.length, q.shape[1]
+        keys, values = self.keys[layer][:, : past + n], self.values[layer][:, : past + n]
+        keys[:, past:], values[:, past:] = k, v
+        mask = None if n == 1 else torch.ones(n, past + n, dtype=torch.bool, device=q.device).tril(past)
+        out = F.scaled_dot_product_attention(
+            q.transpose(1, 2), keys.transpose(1, 2), values.transpose(1, 2), attn_mask=mask
+        )
+        return out.transpose(1, 2)
 
 
 def rotary_tables(seq_len: int, head_dim: int) -> Tensor:
@@ -99,12 +133,14 @@ class Block(nn.Module):
         nn.init.zeros_(self.adaln.weight)
         nn.init.zeros_(self.adaln.bias)
 
-    def forward(self, x: Tensor, c: Tensor, rotation: Tensor, mode: str) -> Tensor:
+    def forward(
+        self, x: Tensor, c: Tensor, rotation: Tensor, mode: str, attend: Callable | None = None
+    ) -> Tensor:
         B, T, d = x.shape
         shift1, scale1, gate1, shift2, scale2, gate2 = self.adaln(c)[:, None].chunk(6, dim=-1)
         qkv = self.qkv(modulate(self.norm1(x), shift1, scale1)).view(B, T, 3, self.n_heads, -1)
         q, k = apply_rotary(qkv[:, :, :2], rotation).unbind(2)
-        h = attention(q, k, qkv[:, :, 2], mode)
+        h = attention(q, k, qkv[:, :, 2], mode) if attend is None else attend(q, k, qkv[:, :, 2])
         x = torch.addcmul(x, gate1, self.attn_out(h.reshape(B, T, d)))
         return torch.addcmul(x, gate2, self.mlp(modulate(self.norm2(x), shift2, scale2)))
 
@@ -133,23 +169,39 @@ class DiT(nn.Module):
         sigma: Tensor | None = None,
         mode: str = "bidirectional",
         positions: Tensor | None = None,
+        cache: KVCache | None = None,
+        commit: int = 0,
     ) -> Tensor:
         """tokens [B, T] -> float32 logits [B, T, V].
 
         sigma [B]: noise level fed to adaLN (None = 0). positions [B, T]: true position of each
-        token for rotary (None = 0..T-1); pass it with a permuted `tokens` for Eso-LM's order.
+        token for rotary (None = 0..T-1, after the cached tokens with a cache); pass it with a
+        permuted `tokens` for Eso-LM's order. cache (causal mode only): attend to its tokens too,
+        then add the first `commit` tokens of this call to it.
         """
         if mode not in ATTENTION_MODES:
             raise ValueError(f"unknown attention mode {mode!r}: choose from {', '.join(ATTENTION_MODES)}")
         B, T = tokens.shape
-        if T > self.shape.seq_len:
-            raise ValueError(f"sequence of {T} tokens exceeds the model's seq_len {self.shape.seq_len}")
+        past = 0 if cache is None else cache.length
+        if past + T > self.shape.seq_len:
+            raise ValueError(
+                f"sequence of {past + T} tokens exceeds the model's seq_len {self.shape.seq_len}"
+            )
+        if cache is not None and mode != "causal":
+            raise ValueError(
+                "a KV cache needs causal attention: bidirectional outputs change with every token"
+            )
         if sigma is None:
             sigma = torch.zeros(B, device=tokens.device)
-        rotation = self.rotation[None, :T] if positions is None else self.rotation[positions]
+        if positions is None:
+            rotation = self.rotation[None, past : past + T]
+        else:
+            rotation = self.rotation[positions]
         c = F.silu(self.time(sigma))
         x = self.embed(tokens)
-        for block in self.blocks:
-            x = block(x, c, rotation, mode)
+        for i, block in enumerate(self.blocks):
+            x = block(x, c, rotation, mode, None if cache is None else functools.partial(cache.attend, i))
+        if cache is not None:
+            cache.length += commit
         shift, scale = self.adaln_final(c)[:, None].chunk(2, dim=-1)
         return self.head(modulate(self.norm_final(x), shift, scale)).float()

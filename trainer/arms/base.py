@@ -4,6 +4,7 @@
     t = arm.sample_t(n_global, u)                    # [n_global] float32 on the CPU, or None (AR)
     loss = arm.training_loss(model, x, t, generator)     # scalar, the training objective per token
     nelbo = arm.validation_loss(model, x, t, generator)  # [B], nats per token, the common metric
+    out = arm.sample(model, batch, seq_len, options, generator)  # trainer.sampling.Samples
 
 x: LongTensor [B, T] of real-token ids in [0, vocab - 1); the last id of the model's vocabulary
 is [MASK] (`mask_id`), which never occurs in data. t: this rank's slice of `sample_t` (moved to
@@ -18,11 +19,15 @@ uniform-state arm's K real tokens exclude it.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
 from scaling.arms import ArmInfo
+
+if TYPE_CHECKING:
+    from trainer.sampling import SampleOptions, Samples
 
 EPS = 1e-3  # schedule floor: alpha_1 = EPS, and t is drawn from [EPS, 1]
 
@@ -73,3 +78,9 @@ class Arm(ABC):
         self, model: nn.Module, x: Tensor, t: Tensor | None, generator: torch.Generator
     ) -> Tensor:
         """[B]: per-sequence NELBO (diffusion) or exact NLL (AR), in nats per token."""
+
+    @abstractmethod
+    def sample(
+        self, model: nn.Module, batch: int, seq_len: int, options: SampleOptions, generator: torch.Generator
+    ) -> Samples:
+        """`batch` sequences of `seq_len` real tokens, drawn on generator.device (see trainer/sampling.py)."""

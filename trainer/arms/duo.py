@@ -16,15 +16,28 @@ K log(1 - alpha_t) terms that cancel between the pieces: the two cases z = x and
 with b = 1 - alpha_t. The denoiser is conditioned on sigma_t = -log alpha_t. The expectation over
 t ~ U[eps, 1] is the NELBO (the study's convention: no reconstruction or prior term; both are
 O(eps)). Losses are summed over positions and divided by B T.
+
+Sampling is ancestral on the time grid t_k = 1 - k/steps from uniform noise: every position draws
+z_s ~ q(z_s | z_t, x = x_hat), the posterior with the denoiser's distribution in place of x,
+  q(z_s = j | z_t = i) = [K a_t x_i [j=i] + (a_t/a_s - a_t)[j=i] + (a_s - a_t) x_j + (1 - a_t/a_s)(1 - a_s)/K] / D,
+  D = K a_t x_i + 1 - a_t   (a = alpha, x = x_hat),
+drawn as its three parts: stay at i, a draw from x_hat, a uniform token. This is exact per token
+when x_hat_j is proportional to p(x = j | z_t) / q(z_t | x = j) (the evidence of the token's own
+noisy state divided out, as the NELBO trains it). The last step (to alpha = 1) is greedy: the
+mode of the posterior, argmax_j x_hat_j (1 + [j = i] K a_t / (1 - a_t)). Nucleus sampling filters
+x_hat. The denoiser sees sigma_t, so its outputs are never reused.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from trainer.arms.base import Arm, alpha, alpha_prime
+from trainer.sampling import SampleOptions, Samples, gumbel_argmax, nucleus, time_grid, uniform
 
 
 def uniform_nelbo(log_x_hat: Tensor, x: Tensor, z: Tensor, alpha_t: Tensor, alpha_prime_t: Tensor) -> Tensor:
@@ -79,3 +92,39 @@ class UniformDiffusion(Arm):
         self, model: nn.Module, x: Tensor, t: Tensor | None, generator: torch.Generator
     ) -> Tensor:
         return self.token_nelbo(model, x, t, generator).mean(dim=1)
+
+    def reverse_step(
+        self, log_x_hat: Tensor, z: Tensor, a_t: float, a_s: float, generator: torch.Generator
+    ) -> Tensor:
+        """z_s ~ q(z_s | z_t = z, x = x_hat) (module docstring); log_x_hat [B, T, K], z [B, T]."""
+        K = self.n_real
+        x_z = log_x_hat.gather(-1, z[..., None])[..., 0].double().exp()
+        norm = K * a_t * x_z + 1 - a_t
+        stay = (K * a_t * x_z + a_t / a_s - a_t) / norm
+        draw = stay + (a_s - a_t) / norm
+        u = uniform(z.shape, generator)
+        from_x, from_noise = (u >= stay) & (u < draw), u >= draw
+        z = z.clone()
+        z[from_x] = gumbel_argmax(log_x_hat[from_x], generator)
+        z[from_noise] = torch.randint(0, K, (int(from_noise.sum()),), generator=generator, device=z.device)
+        return z
+
+    def sample(
+        self, model: nn.Module, batch: int, seq_len: int, options: SampleOptions, generator: torch.Generator
+    ) -> Samples:
+        device = generator.device
+        K = self.n_real
+        z = torch.randint(0, K, (batch, seq_len), generator=generator, device=device)
+        a = alpha(time_grid(options.steps)).tolist()
+        for k in range(options.steps):
+            sigma = torch.full((batch,), -math.log(a[k]), device=device)
+            logits = model(z, sigma=sigma, mode="bidirectional")[..., :K]
+            log_x_hat = nucleus(logits, options.top_p).log_softmax(dim=-1)
+            if k < options.steps - 1:
+                z = self.reverse_step(log_x_hat, z, a[k], a[k + 1], generator)
+            else:
+                own = log_x_hat.new_zeros(log_x_hat.shape).scatter_(
+                    -1, z[..., None], math.log1p(K * a[k] / (1 - a[k]))
+                )
+                z = (log_x_hat + own).argmax(dim=-1)
+        return Samples(z, nfe=options.steps)

@@ -5,6 +5,13 @@ the masked tokens (the SUBS parameterization copies visible tokens, so they cost
   NELBO per token = -alpha'_t / (1 - alpha_t) * 1[z = MASK] * (-log p(x | z_t)),
 which is exactly 1/t under the log-linear schedule; the "ce" objective uses weight 1 instead.
 Validation is always the NELBO. Losses are summed over positions and divided by B T.
+
+Sampling is ancestral on the time grid t_k = 1 - k/steps: from t to s each still-masked token is
+revealed with probability (alpha_s - alpha_t) / (1 - alpha_t) (1 / (steps - k) here, all at the
+last step) with a value drawn from the denoiser; revealed tokens are carried over unchanged.
+The denoiser has no time input, so its output for a sequence in which no token changed is
+reused: only rows that changed are recomputed (`nfe` counts the rows' evaluations). With exact
+conditionals the samples follow the data distribution as steps grow (one reveal per step).
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from trainer.arms.base import Arm, alpha, alpha_prime, forbid_mask
+from trainer.sampling import SampleOptions, Samples, gumbel_argmax, nucleus, time_grid, uniform
 
 
 def nelbo_weight(t: Tensor) -> Tensor:
@@ -51,3 +59,25 @@ class MaskedDiffusion(Arm):
     ) -> Tensor:
         t = t.to(x.device)
         return (nelbo_weight(t)[:, None] * self.masked_nll(model, x, t, generator)).mean(dim=1)
+
+    def sample(
+        self, model: nn.Module, batch: int, seq_len: int, options: SampleOptions, generator: torch.Generator
+    ) -> Samples:
+        z = torch.full((batch, seq_len), self.mask_id, dtype=torch.long, device=generator.device)
+        a = alpha(time_grid(options.steps))
+        logits, stale, rows = None, torch.ones(batch, dtype=torch.bool, device=z.device), 0
+        for k in range(options.steps):
+            masked = z == self.mask_id
+            if not options.cache:
+                stale[:] = True
+            n_stale = int(stale.sum())
+            if n_stale == batch:
+                logits = self.denoise(model, z, masked, generator)
+            elif n_stale:
+                logits[stale] = self.denoise(model, z[stale], masked[stale], generator)
+            rows += n_stale
+            p_reveal = float((a[k + 1] - a[k]) / (1 - a[k]))
+            reveal = masked & (uniform(z.shape, generator) < p_reveal)
+            z[reveal] = gumbel_argmax(nucleus(logits[reveal], options.top_p), generator)
+            stale = reveal.any(dim=1) & (z == self.mask_id).any(dim=1)
+        return Samples(z, nfe=rows / batch)
