@@ -10,6 +10,8 @@ full-data optimum.
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -62,6 +64,7 @@ class FitOptions:
     candidate: str = DEFAULT_CANDIDATE
     baseline: str = DEFAULT_BASELINE
     named_arms: frozenset[str] = frozenset()  # arms the user asked for: no budget left is an error
+    workers: int | None = None  # bootstrap processes; None: one per core for large fits
 
 
 @dataclass
@@ -113,8 +116,14 @@ class FitReport:
     warnings: list[str] = field(default_factory=list)
 
 
-def fit_arm(data: FitData, arm: str, frontier_form: str | None = None, frontier_start: LossFrontier | None = None,
-            parametric_starts=(), n_starts: int | None = None) -> ArmFit:
+def fit_arm(
+    data: FitData,
+    arm: str,
+    frontier_form: str | None = None,
+    frontier_start: LossFrontier | None = None,
+    parametric_starts=(),
+    n_starts: int | None = None,
+) -> ArmFit:
     """Approach 2 and 3 on one arm's runs (all rows of `data` belong to `arm`)."""
     cells, skipped = fit_cells(arm, data.budget, data.n, data.d, data.compute, data.loss)
     valid = [c for c in cells if c.valid]
@@ -125,8 +134,15 @@ def fit_arm(data: FitData, arm: str, frontier_form: str | None = None, frontier_
     if len(data) >= MIN_RUNS and len(np.unique(data.n)) >= 2 and len(np.unique(data.d)) >= 2:
         kwargs = {} if n_starts is None else {"n_starts": n_starts}
         parametric = fit_parametric(data.n, data.d, data.loss, extra_starts=parametric_starts, **kwargs)
-    return ArmFit(arm=arm, n_runs=len(data), cells=cells, skipped_budgets=skipped, power_laws=laws,
-                  frontier=frontier, parametric=parametric)
+    return ArmFit(
+        arm=arm,
+        n_runs=len(data),
+        cells=cells,
+        skipped_budgets=skipped,
+        power_laws=laws,
+        frontier=frontier,
+        parametric=parametric,
+    )
 
 
 def quantities(fit: ArmFit) -> dict[Key, float]:
@@ -150,15 +166,23 @@ def quantities(fit: ArmFit) -> dict[Key, float]:
 
 def _band_curves(fit: ArmFit, compute: np.ndarray) -> dict[str, np.ndarray]:
     nan = np.full(len(compute), np.nan)
-    curves = {q: (law(compute) if (law := fit.power_laws[q]) is not None else nan) for q in ("n_star", "d_star")}
+    curves = {
+        q: (law(compute) if (law := fit.power_laws[q]) is not None else nan) for q in ("n_star", "d_star")
+    }
     curves["l_star"] = fit.frontier.loss(compute) if fit.frontier is not None else nan
     return curves
 
 
 def _arm_warnings(fit: ArmFit, named: bool) -> list[str]:
-    out = [f"{fit.arm} {budget_tag(b)}: fewer than {MIN_SIZES} sizes, budget skipped" for b in fit.skipped_budgets]
-    out += [f"{fit.arm} {budget_tag(c.budget)}: {', '.join(c.flags)}; left out of the power laws"
-            for c in fit.cells if c.flags]
+    out = [
+        f"{fit.arm} {budget_tag(b)}: fewer than {MIN_SIZES} sizes, budget skipped"
+        for b in fit.skipped_budgets
+    ]
+    out += [
+        f"{fit.arm} {budget_tag(c.budget)}: {', '.join(c.flags)}; left out of the power laws"
+        for c in fit.cells
+        if c.flags
+    ]
     if not fit.cells:
         msg = f"arm {fit.arm} has no budget with at least {MIN_SIZES} sizes"
         if named:
@@ -167,12 +191,101 @@ def _arm_warnings(fit: ArmFit, named: bool) -> list[str]:
     elif len(fit.valid_cells) < 2:
         out.append(f"arm {fit.arm}: {len(fit.valid_cells)} valid budget(s); power laws need 2")
     if fit.parametric is None:
-        out.append(f"arm {fit.arm}: {fit.n_runs} runs; Approach 3 needs {MIN_RUNS} with 2 sizes and 2 token counts")
+        out.append(
+            f"arm {fit.arm}: {fit.n_runs} runs; Approach 3 needs {MIN_RUNS} with 2 sizes and 2 token counts"
+        )
     return out
 
 
+@dataclass
+class _BootPlan:
+    """What every bootstrap replicate needs (picklable: replicates may run in worker processes)."""
+
+    per_arm: dict[str, FitData]
+    fits: dict[str, ArmFit]
+    resamples: dict[str, np.ndarray]  # arm -> (n_boot, runs) indices, drawn up front from the seed
+    key_index: dict[Key, int]
+    grids: dict[str, np.ndarray]  # arm -> compute grid of its bands
+    mult_setup: tuple | None
+
+
+@dataclass
+class _BootSamples:
+    values: np.ndarray  # (replicates, keys)
+    bands: dict[str, dict[str, np.ndarray]]  # arm -> quantity -> (replicates, BAND_POINTS)
+    mult_curve: np.ndarray  # (replicates, curve points)
+    mult_ref: np.ndarray  # (replicates,)
+
+
+def _replicates(plan: _BootPlan, lo: int, hi: int) -> _BootSamples:
+    """Refits replicates lo..hi-1; the result does not depend on how the range is split."""
+    n = hi - lo
+    out = _BootSamples(
+        values=np.full((n, len(plan.key_index)), np.nan),
+        bands={a: {q: np.full((n, BAND_POINTS), np.nan) for q in FRONTIER_LAWS} for a in plan.grids},
+        mult_curve=np.full((n, len(plan.mult_setup[2]) if plan.mult_setup else 0), np.nan),
+        mult_ref=np.full(n, np.nan),
+    )
+    for i, r in enumerate(range(lo, hi)):
+        rep = {}
+        for a, f in plan.fits.items():
+            rep[a] = fit_arm(
+                plan.per_arm[a].take(plan.resamples[a][r]),
+                a,
+                frontier_form=f.frontier.form if f.frontier else None,
+                frontier_start=f.frontier,
+                parametric_starts=[f.parametric.theta] if f.parametric else (),
+                n_starts=1,
+            )
+            for k, v in quantities(rep[a]).items():
+                if k in plan.key_index:
+                    out.values[i, plan.key_index[k]] = v
+            if a in plan.grids:
+                for q, curve in _band_curves(rep[a], plan.grids[a]).items():
+                    out.bands[a][q][i] = curve
+        if plan.mult_setup:
+            cand, base, losses, ref = plan.mult_setup
+            fc, fb = rep[cand].frontier, rep[base].frontier
+            if fc is not None and fb is not None:
+                out.mult_curve[i] = multiplier(fc, fb, losses)
+                out.mult_ref[i] = multiplier(fc, fb, ref)
+    return out
+
+
+def _bootstrap(plan: _BootPlan, n_boot: int, workers: int, progress) -> _BootSamples:
+    """Replicates in chunks, in worker processes when workers > 1; chunks are concatenated in order."""
+    chunks = 4 * workers if workers > 1 else 20  # several per worker balance the load; 20 for progress
+    edges = np.unique(np.linspace(0, n_boot, min(chunks, max(n_boot, 1)) + 1).astype(int))
+    spans = list(zip(edges[:-1].tolist(), edges[1:].tolist()))
+    parts: list[_BootSamples] = []
+    if workers > 1:
+        with ProcessPoolExecutor(workers) as pool:
+            for part, (_, hi) in zip(pool.map(_replicates, [plan] * len(spans), *zip(*spans)), spans):
+                parts.append(part)
+                if progress is not None:
+                    progress(hi, n_boot)
+    else:
+        for lo, hi in spans:
+            parts.append(_replicates(plan, lo, hi))
+            if progress is not None:
+                progress(hi, n_boot)
+    if not parts:
+        return _replicates(plan, 0, 0)
+    return _BootSamples(
+        values=np.concatenate([p.values for p in parts]),
+        bands={
+            a: {q: np.concatenate([p.bands[a][q] for p in parts]) for q in FRONTIER_LAWS} for a in plan.grids
+        },
+        mult_curve=np.concatenate([p.mult_curve for p in parts]),
+        mult_ref=np.concatenate([p.mult_ref for p in parts]),
+    )
+
+
+PARALLEL_MIN_WORK = 20_000  # replicates x runs below which worker processes cost more than they save
+
+
 def fit_runs(data: FitData, options: FitOptions = FitOptions(), progress=None) -> FitReport:
-    """Point estimates, bootstrap intervals, bands and the multiplier. `progress(i, n)` if given."""
+    """Point estimates, bootstrap intervals, bands and the multiplier. `progress(done, n_boot)` if given."""
     arms = data.arms
     for name in options.named_arms:
         if name not in arms:
@@ -184,74 +297,70 @@ def fit_runs(data: FitData, options: FitOptions = FitOptions(), progress=None) -
         raise UserError(f"no arm has a budget with at least {MIN_SIZES} distinct sizes: nothing to fit")
 
     estimates = {k: v for f in fits.values() for k, v in quantities(f).items()}
-    keys = list(estimates)
-    key_index = {k: i for i, k in enumerate(keys)}
-    samples = np.full((options.n_boot, len(keys)), np.nan)
-
     grids = {}
     for a, f in fits.items():
         if f.power_laws["n_star"] is not None:
             c = np.array([cell.c_star for cell in f.valid_cells])
             grids[a] = np.geomspace(c.min() / BAND_MARGIN, c.max() * BAND_MARGIN, BAND_POINTS)
-    band_samples = {a: {q: np.full((options.n_boot, BAND_POINTS), np.nan) for q in FRONTIER_LAWS} for a in grids}
-
-    mult_setup = _multiplier_setup(fits, options, warnings)
-    mult_samples = np.full((options.n_boot, len(mult_setup[2]) if mult_setup else 0), np.nan)
-    mult_ref = np.full(options.n_boot, np.nan)
-
     rng = np.random.default_rng(options.seed)
-    resamples = {a: resample_within_groups([g for _, g in budget_groups(per_arm[a].budget)], options.n_boot, rng)
-                 for a in arms}
-    for r in range(options.n_boot):
-        rep = {}
-        for a in arms:
-            f = fits[a]
-            rep[a] = fit_arm(
-                per_arm[a].take(resamples[a][r]), a,
-                frontier_form=f.frontier.form if f.frontier else None, frontier_start=f.frontier,
-                parametric_starts=[f.parametric.theta] if f.parametric else (), n_starts=1,
-            )
-            for k, v in quantities(rep[a]).items():
-                if k in key_index:
-                    samples[r, key_index[k]] = v
-            if a in grids:
-                for q, curve in _band_curves(rep[a], grids[a]).items():
-                    band_samples[a][q][r] = curve
-        if mult_setup:
-            cand, base, losses, ref = mult_setup
-            fc, fb = rep[cand].frontier, rep[base].frontier
-            if fc is not None and fb is not None:
-                mult_samples[r] = multiplier(fc, fb, losses)
-                mult_ref[r] = multiplier(fc, fb, ref)
-        if progress is not None:
-            progress(r + 1, options.n_boot)
+    plan = _BootPlan(
+        per_arm=per_arm,
+        fits=fits,
+        resamples={
+            a: resample_within_groups([g for _, g in budget_groups(per_arm[a].budget)], options.n_boot, rng)
+            for a in arms
+        },
+        key_index={k: i for i, k in enumerate(estimates)},
+        grids=grids,
+        mult_setup=_multiplier_setup(fits, options, warnings),
+    )
+    workers = options.workers
+    if workers is None:
+        workers = len(os.sched_getaffinity(0)) if options.n_boot * len(data) >= PARALLEL_MIN_WORK else 1
+    boot = _bootstrap(plan, options.n_boot, workers, progress)
 
-    intervals = {k: percentile_interval(samples[:, i], options.level) for k, i in key_index.items()}
+    intervals = {k: percentile_interval(boot.values[:, i], options.level) for k, i in plan.key_index.items()}
     bands = {}
     for a, grid in grids.items():
         lows, highs = {}, {}
         for q in FRONTIER_LAWS:
-            lows[q], highs[q] = percentile_band(band_samples[a][q], options.level)
+            lows[q], highs[q] = percentile_band(boot.bands[a][q], options.level)
         bands[a] = Bands(compute=grid, low=lows, high=highs)
     mult = None
-    if mult_setup:
-        cand, base, losses, ref = mult_setup
+    if plan.mult_setup:
+        cand, base, losses, ref = plan.mult_setup
         fc, fb = fits[cand].frontier, fits[base].frontier
-        low, high = percentile_band(mult_samples, options.level)
+        low, high = percentile_band(boot.mult_curve, options.level)
         mult = MultiplierFit(
-            candidate=cand, baseline=base, range=_common_range(fits, cand, base),
-            value=float(multiplier(fc, fb, ref)), interval=percentile_interval(mult_ref, options.level),
-            losses=losses, curve=multiplier(fc, fb, losses), curve_low=low, curve_high=high,
+            candidate=cand,
+            baseline=base,
+            range=_common_range(fits, cand, base),
+            value=float(multiplier(fc, fb, ref)),
+            interval=percentile_interval(boot.mult_ref, options.level),
+            losses=losses,
+            curve=multiplier(fc, fb, losses),
+            curve_low=low,
+            curve_high=high,
         )
         estimates[Key("multiplier", None, None, "value")] = mult.value
         intervals[Key("multiplier", None, None, "value")] = mult.interval
-    return FitReport(data=data, options=options, arms=fits, estimates=estimates, intervals=intervals,
-                     bands=bands, multiplier=mult, warnings=warnings)
+    return FitReport(
+        data=data,
+        options=options,
+        arms=fits,
+        estimates=estimates,
+        intervals=intervals,
+        bands=bands,
+        multiplier=mult,
+        warnings=warnings,
+    )
 
 
 def _common_range(fits: dict[str, ArmFit], cand: str, base: str) -> LossRange:
-    return common_loss_range(np.array([c.l_star for c in fits[cand].valid_cells]),
-                             np.array([c.l_star for c in fits[base].valid_cells]))
+    return common_loss_range(
+        np.array([c.l_star for c in fits[cand].valid_cells]),
+        np.array([c.l_star for c in fits[base].valid_cells]),
+    )
 
 
 def _multiplier_setup(fits: dict[str, ArmFit], options: FitOptions, warnings: list[str]):
@@ -261,8 +370,10 @@ def _multiplier_setup(fits: dict[str, ArmFit], options: FitOptions, warnings: li
         raise UserError(f"--candidate and --baseline are both {cand!r}: choose two different arms")
     missing = [a for a in (cand, base) if a not in fits]
     if missing:
-        warnings.append(f"no compute multiplier: arm {' and '.join(missing)} not in the data "
-                        "(choose the pair with --candidate/--baseline)")
+        warnings.append(
+            f"no compute multiplier: arm {' and '.join(missing)} not in the data "
+            "(choose the pair with --candidate/--baseline)"
+        )
         return None
     lacking = [a for a in (cand, base) if fits[a].frontier is None]
     if lacking:
@@ -270,6 +381,8 @@ def _multiplier_setup(fits: dict[str, ArmFit], options: FitOptions, warnings: li
         return None
     span = _common_range(fits, cand, base)
     if span.extrapolated:
-        warnings.append(f"{cand} and {base} frontiers cover no common loss: the multiplier is extrapolated "
-                        f"between losses {span.low:.3f} and {span.high:.3f}")
+        warnings.append(
+            f"{cand} and {base} frontiers cover no common loss: the multiplier is extrapolated "
+            f"between losses {span.low:.3f} and {span.high:.3f}"
+        )
     return cand, base, span.grid(), span.reference

@@ -83,7 +83,9 @@ class Cell:
         return not self.flags
 
 
-def fit_cell(arm: str, budget: float, n: np.ndarray, d: np.ndarray, compute: np.ndarray, loss: np.ndarray) -> Cell:
+def fit_cell(
+    arm: str, budget: float, n: np.ndarray, d: np.ndarray, compute: np.ndarray, loss: np.ndarray
+) -> Cell:
     """Vertex of one budget; the caller ensures at least MIN_SIZES distinct sizes."""
     x = np.log(n)
     p = fit_parabola(x, loss)
@@ -97,11 +99,22 @@ def fit_cell(arm: str, budget: float, n: np.ndarray, d: np.ndarray, compute: np.
             flags.append(VERTEX_OUTSIDE)
     d0, d1 = fit_line(x, np.log(d))
     c0, c1 = fit_line(x, np.log(compute))
+    with np.errstate(over="ignore"):  # a nearly flat parabola's vertex may lie absurdly far out (flagged)
+        n_star, d_star, c_star = np.exp(xs), np.exp(d0 + d1 * xs), np.exp(c0 + c1 * xs)
     return Cell(
-        arm=arm, budget=float(budget), n_runs=len(n), n_sizes=len(np.unique(n)),
-        ln_n_min=float(x.min()), ln_n_max=float(x.max()), parabola=p,
-        n_star=float(np.exp(xs)), d_star=float(np.exp(d0 + d1 * xs)), l_star=float(ys),
-        c_star=float(np.exp(c0 + c1 * xs)), curvature=2 * p.a, flags=tuple(flags),
+        arm=arm,
+        budget=float(budget),
+        n_runs=len(n),
+        n_sizes=len(np.unique(n)),
+        ln_n_min=float(x.min()),
+        ln_n_max=float(x.max()),
+        parabola=p,
+        n_star=float(n_star),
+        d_star=float(d_star),
+        l_star=float(ys),
+        c_star=float(c_star),
+        curvature=2 * p.a,
+        flags=tuple(flags),
     )
 
 
@@ -166,8 +179,9 @@ class LossFrontier:
         return np.where((loss > self.E) & (self.g > 0), out, np.nan)
 
 
-def fit_loss_frontier(c: np.ndarray, loss: np.ndarray, form: str | None = None,
-                      start: LossFrontier | None = None) -> LossFrontier | None:
+def fit_loss_frontier(
+    c: np.ndarray, loss: np.ndarray, form: str | None = None, start: LossFrontier | None = None
+) -> LossFrontier | None:
     """Least squares of ln L on ln C. form None: saturating when E is identified, else power.
 
     `start` (e.g. the full-data frontier inside a bootstrap) replaces the default starting points.
@@ -186,7 +200,9 @@ def fit_loss_frontier(c: np.ndarray, loss: np.ndarray, form: str | None = None,
     return sat if identified else power
 
 
-def _fit_saturating(c: np.ndarray, loss: np.ndarray, line: LossFrontier, start: LossFrontier | None) -> LossFrontier:
+def _fit_saturating(
+    c: np.ndarray, loss: np.ndarray, line: LossFrontier, start: LossFrontier | None
+) -> LossFrontier:
     """E in [0, min L), 0 <= g <= 10; in u = ln(C / C0) so that A at C0 is of order L."""
     ln_c0 = float(np.log(c).mean())
     u = np.log(c) - ln_c0
@@ -211,8 +227,15 @@ def _fit_saturating(c: np.ndarray, loss: np.ndarray, line: LossFrontier, start: 
         starts = [(f * top, float(np.log(loss - f * top).mean()), g0) for f in (0.0, 0.5, 0.9)]
     best = None
     for p0 in starts:
-        r = least_squares(residuals, np.clip(p0, lower, upper), jac=jac, bounds=(lower, upper),
-                          xtol=1e-12, ftol=1e-12, gtol=1e-12)
+        r = least_squares(
+            residuals,
+            np.clip(p0, lower, upper),
+            jac=jac,
+            bounds=(lower, upper),
+            xtol=1e-12,
+            ftol=1e-12,
+            gtol=1e-12,
+        )
         if best is None or r.cost < best.cost:
             best = r
     e, log_a, g = best.x

@@ -51,8 +51,14 @@ class ParametricLaw:
         return np.array([np.log(self.E), np.log(self.A), np.log(self.B), self.alpha, self.beta])
 
     def as_dict(self) -> dict[str, float]:
-        return {"E": self.E, "A": self.A, "B": self.B, "alpha": self.alpha, "beta": self.beta,
-                "n_opt_exponent": self.n_opt_exponent}
+        return {
+            "E": self.E,
+            "A": self.A,
+            "B": self.B,
+            "alpha": self.alpha,
+            "beta": self.beta,
+            "n_opt_exponent": self.n_opt_exponent,
+        }
 
 
 def _huber(r: np.ndarray, delta: float) -> np.ndarray:
@@ -60,8 +66,9 @@ def _huber(r: np.ndarray, delta: float) -> np.ndarray:
     return h * (r - 0.5 * h)
 
 
-def objective(theta: np.ndarray, ln_n: np.ndarray, ln_d: np.ndarray, ln_l: np.ndarray,
-              delta: float = HUBER_DELTA) -> tuple[float, np.ndarray]:
+def objective(
+    theta: np.ndarray, ln_n: np.ndarray, ln_d: np.ndarray, ln_l: np.ndarray, delta: float = HUBER_DELTA
+) -> tuple[float, np.ndarray]:
     """Mean Huber / delta of ln L_hat - ln L and its gradient in theta (a hot loop: plain numpy)."""
     e, a, b, alpha, beta = theta
     t_n = a - alpha * ln_n
@@ -88,25 +95,55 @@ def grid_objective(ln_n: np.ndarray, ln_d: np.ndarray, ln_l: np.ndarray, delta: 
     # (E, N-pair, D-pair, run): the full grid in one broadcast
     pred = np.log(t_e[:, None, None, None] + t_n[None, :, None, :] + t_d[None, None, :, :])
     values = _huber(pred - ln_l, delta).mean(axis=-1) / delta
-    ie, i_n, i_d = np.meshgrid(np.arange(len(GRID_E)), np.arange(len(t_n)), np.arange(len(t_d)), indexing="ij")
-    thetas = np.stack([
-        GRID_E[ie], a.reshape(-1)[i_n], a.reshape(-1)[i_d], alpha.reshape(-1)[i_n], alpha.reshape(-1)[i_d],
-    ], axis=-1).reshape(-1, 5)
+    ie, i_n, i_d = np.meshgrid(
+        np.arange(len(GRID_E)), np.arange(len(t_n)), np.arange(len(t_d)), indexing="ij"
+    )
+    thetas = np.stack(
+        [
+            GRID_E[ie],
+            a.reshape(-1)[i_n],
+            a.reshape(-1)[i_d],
+            alpha.reshape(-1)[i_n],
+            alpha.reshape(-1)[i_d],
+        ],
+        axis=-1,
+    ).reshape(-1, 5)
     return thetas, values.reshape(-1)
 
 
-def fit_parametric(n: np.ndarray, d: np.ndarray, loss: np.ndarray, extra_starts=(),
-                   n_starts: int = N_STARTS, delta: float = HUBER_DELTA) -> ParametricLaw:
+def fit_parametric(
+    n: np.ndarray,
+    d: np.ndarray,
+    loss: np.ndarray,
+    extra_starts=(),
+    n_starts: int = N_STARTS,
+    delta: float = HUBER_DELTA,
+) -> ParametricLaw:
     ln_n, ln_d, ln_l = np.log(n), np.log(d), np.log(loss)
     thetas, values = grid_objective(ln_n, ln_d, ln_l, delta)
-    starts = list(thetas[np.argsort(values, kind="stable")[:n_starts]]) + [np.asarray(s) for s in extra_starts]
+    starts = list(thetas[np.argsort(values, kind="stable")[:n_starts]]) + [
+        np.asarray(s) for s in extra_starts
+    ]
     best = None
     for theta0 in starts:
-        r = minimize(objective, np.clip(theta0, *np.array(BOUNDS).T), args=(ln_n, ln_d, ln_l, delta),
-                     jac=True, method="L-BFGS-B", bounds=BOUNDS,
-                     options={"maxiter": 2000, "ftol": 1e-14, "gtol": 1e-10})
+        r = minimize(
+            objective,
+            np.clip(theta0, *np.array(BOUNDS).T),
+            args=(ln_n, ln_d, ln_l, delta),
+            jac=True,
+            method="L-BFGS-B",
+            bounds=BOUNDS,
+            options={"maxiter": 2000, "ftol": 1e-14, "gtol": 1e-10},
+        )
         if best is None or r.fun < best.fun:
             best = r
     e, a, b, alpha, beta = best.x
-    return ParametricLaw(E=float(np.exp(e)), A=float(np.exp(a)), B=float(np.exp(b)), alpha=float(alpha),
-                         beta=float(beta), objective=float(best.fun), n_runs=len(loss))
+    return ParametricLaw(
+        E=float(np.exp(e)),
+        A=float(np.exp(a)),
+        B=float(np.exp(b)),
+        alpha=float(alpha),
+        beta=float(beta),
+        objective=float(best.fun),
+        n_runs=len(loss),
+    )

@@ -14,8 +14,14 @@ from scaling.spec import budget_tag
 
 FITS_SCHEMA_VERSION = 1
 TIDY_COLUMNS = (
-    ("section", pa.string()), ("arm", pa.string()), ("budget_flops", pa.float64()), ("quantity", pa.string()),
-    ("value", pa.float64()), ("ci_low", pa.float64()), ("ci_high", pa.float64()), ("ci_valid", pa.float64()),
+    ("section", pa.string()),
+    ("arm", pa.string()),
+    ("budget_flops", pa.float64()),
+    ("quantity", pa.string()),
+    ("value", pa.float64()),
+    ("ci_low", pa.float64()),
+    ("ci_high", pa.float64()),
+    ("ci_valid", pa.float64()),
     ("note", pa.string()),
 )
 
@@ -43,41 +49,77 @@ def _arm_json(report: FitReport, fit: ArmFit) -> dict:
     a = fit.arm
     cells = []
     for c in fit.cells:
-        cell = {"budget_flops": c.budget, "n_runs": c.n_runs, "n_sizes": c.n_sizes,
-                "ln_n_min": c.ln_n_min, "ln_n_max": c.ln_n_max,
-                "parabola": {"a": c.parabola.a, "b": c.parabola.b, "c": c.parabola.c}}
+        cell = {
+            "budget_flops": c.budget,
+            "n_runs": c.n_runs,
+            "n_sizes": c.n_sizes,
+            "ln_n_min": c.ln_n_min,
+            "ln_n_max": c.ln_n_max,
+            "parabola": {"a": c.parabola.a, "b": c.parabola.b, "c": c.parabola.c},
+        }
         cell.update({q: _num(getattr(c, q)) for q in CELL_QUANTITIES})
-        cell.update(flags=list(c.flags), valid=c.valid,
-                    ci={q: _ci(report, Key("isoflop", a, c.budget, q)) for q in CELL_QUANTITIES})
+        cell.update(
+            flags=list(c.flags),
+            valid=c.valid,
+            ci={q: _ci(report, Key("isoflop", a, c.budget, q)) for q in CELL_QUANTITIES},
+        )
         cells.append(cell)
     laws = {}
     for name, law in fit.power_laws.items():
-        laws[name] = None if law is None else {
-            "coef": law.coef, "exponent": law.exponent,
-            "ci": {p: _ci(report, Key("power_law", a, None, f"{name}.{p}")) for p in ("coef", "exponent")},
-        }
+        laws[name] = (
+            None
+            if law is None
+            else {
+                "coef": law.coef,
+                "exponent": law.exponent,
+                "ci": {
+                    p: _ci(report, Key("power_law", a, None, f"{name}.{p}")) for p in ("coef", "exponent")
+                },
+            }
+        )
     frontier = None
     if fit.frontier is not None:
         f = fit.frontier
-        frontier = {"E": f.E, "A": f.A, "g": f.g, "form": f.form,
-                    "ci": {q: _ci(report, Key("frontier", a, None, q)) for q in ("E", "A", "g")}}
+        frontier = {
+            "E": f.E,
+            "A": f.A,
+            "g": f.g,
+            "form": f.form,
+            "ci": {q: _ci(report, Key("frontier", a, None, q)) for q in ("E", "A", "g")},
+        }
     parametric = None
     if fit.parametric is not None:
         p = fit.parametric
-        parametric = {**p.as_dict(), "objective": p.objective, "n_runs": p.n_runs,
-                      "ci": {q: _ci(report, Key("parametric", a, None, q)) for q in p.as_dict()}}
+        parametric = {
+            **p.as_dict(),
+            "objective": p.objective,
+            "n_runs": p.n_runs,
+            "ci": {q: _ci(report, Key("parametric", a, None, q)) for q in p.as_dict()},
+        }
     bands = None
     if a in report.bands:
         b = report.bands[a]
-        bands = {"compute": _nums(b.compute),
-                 **{q: {"low": _nums(b.low[q]), "high": _nums(b.high[q])} for q in FRONTIER_LAWS}}
+        bands = {
+            "compute": _nums(b.compute),
+            **{q: {"low": _nums(b.low[q]), "high": _nums(b.high[q])} for q in FRONTIER_LAWS},
+        }
     rows = report.data.of_arm(a)
     return {
-        "n_runs": fit.n_runs, "skipped_budgets": fit.skipped_budgets, "cells": cells, "power_laws": laws,
-        "frontier": frontier, "parametric": parametric, "bands": bands,
-        "runs": {"run_key": [str(k) for k in rows.run_key], "budget_flops": _nums(rows.budget),
-                 "params_non_embedding": _nums(rows.n), "tokens": _nums(rows.d),
-                 "compute": _nums(rows.compute), "val_loss": _nums(rows.loss)},
+        "n_runs": fit.n_runs,
+        "skipped_budgets": fit.skipped_budgets,
+        "cells": cells,
+        "power_laws": laws,
+        "frontier": frontier,
+        "parametric": parametric,
+        "bands": bands,
+        "runs": {
+            "run_key": [str(k) for k in rows.run_key],
+            "budget_flops": _nums(rows.budget),
+            "params_non_embedding": _nums(rows.n),
+            "tokens": _nums(rows.d),
+            "compute": _nums(rows.compute),
+            "val_loss": _nums(rows.loss),
+        },
     }
 
 
@@ -87,12 +129,22 @@ def to_json(report: FitReport) -> dict:
     mult = None
     if m is not None:
         mult = {
-            "candidate": m.candidate, "baseline": m.baseline, "loss_low": m.range.low, "loss_high": m.range.high,
-            "extrapolated": m.range.extrapolated, "loss_ref": m.range.reference, "value": _num(m.value),
-            "ci": [_num(m.interval.low), _num(m.interval.high)], "ci_valid": m.interval.valid,
+            "candidate": m.candidate,
+            "baseline": m.baseline,
+            "loss_low": m.range.low,
+            "loss_high": m.range.high,
+            "extrapolated": m.range.extrapolated,
+            "loss_ref": m.range.reference,
+            "value": _num(m.value),
+            "ci": [_num(m.interval.low), _num(m.interval.high)],
+            "ci_valid": m.interval.valid,
             "sentence": multiplier_sentence(report),
-            "curve": {"loss": _nums(m.losses), "value": _nums(m.curve), "low": _nums(m.curve_low),
-                      "high": _nums(m.curve_high)},
+            "curve": {
+                "loss": _nums(m.losses),
+                "value": _nums(m.curve),
+                "low": _nums(m.curve_low),
+                "high": _nums(m.curve_high),
+            },
         }
     return {
         "schema_version": FITS_SCHEMA_VERSION,
@@ -121,24 +173,34 @@ def to_table(report: FitReport) -> pa.Table:
         m = report.multiplier
         notes[Key("multiplier", None, None, "value")] = (
             f"{m.candidate} vs {m.baseline} at loss {m.range.reference:.6g}"
-            + (" (extrapolated)" if m.range.extrapolated else ""))
+            + (" (extrapolated)" if m.range.extrapolated else "")
+        )
     cols: dict[str, list] = {n: [] for n, _ in TIDY_COLUMNS}
     for key, value in report.estimates.items():
         iv = report.intervals[key]
-        for name, v in zip(("section", "arm", "budget_flops", "quantity", "value", "ci_low", "ci_high", "ci_valid"),
-                           (*key, _num(value), _num(iv.low), _num(iv.high), iv.valid)):
+        for name, v in zip(
+            ("section", "arm", "budget_flops", "quantity", "value", "ci_low", "ci_high", "ci_valid"),
+            (*key, _num(value), _num(iv.low), _num(iv.high), iv.valid),
+        ):
             cols[name].append(v)
         cols["note"].append(notes.get(key) or None)
-    meta = {b"scaling.fits_schema_version": str(FITS_SCHEMA_VERSION).encode(),
-            b"scaling.flops": report.data.flops.encode(), b"scaling.level": str(report.options.level).encode()}
-    return pa.Table.from_pydict(cols, schema=pa.schema([pa.field(n, t) for n, t in TIDY_COLUMNS], metadata=meta))
+    meta = {
+        b"scaling.fits_schema_version": str(FITS_SCHEMA_VERSION).encode(),
+        b"scaling.flops": report.data.flops.encode(),
+        b"scaling.level": str(report.options.level).encode(),
+    }
+    return pa.Table.from_pydict(
+        cols, schema=pa.schema([pa.field(n, t) for n, t in TIDY_COLUMNS], metadata=meta)
+    )
 
 
 def multiplier_sentence(report: FitReport) -> str | None:
     m = report.multiplier
     if m is None:
         return None
-    return efficiency_sentence(m.candidate, m.baseline, m.value, m.interval.low, m.interval.high, m.range.reference)
+    return efficiency_sentence(
+        m.candidate, m.baseline, m.value, m.interval.low, m.interval.high, m.range.reference
+    )
 
 
 def _g(x: float) -> str:
@@ -169,30 +231,42 @@ def summary(report: FitReport) -> str:
         a = f.arm
         lines += ["", f"{a} ({f.n_runs} runs)"]
         if f.cells:
-            lines += _table(["budget", "C*", "N*", "D*", "L*", "flags"], [
-                [budget_tag(c.budget), _g(c.c_star),
-                 *(_with_ci(report, Key("isoflop", a, c.budget, q)) for q in ("n_star", "d_star", "l_star")),
-                 ", ".join(c.flags) or "-"]
-                for c in f.cells
-            ])
+            lines += _table(
+                ["budget", "C*", "N*", "D*", "L*", "flags"],
+                [
+                    [
+                        budget_tag(c.budget),
+                        _g(c.c_star),
+                        *(
+                            _with_ci(report, Key("isoflop", a, c.budget, q))
+                            for q in ("n_star", "d_star", "l_star")
+                        ),
+                        ", ".join(c.flags) or "-",
+                    ]
+                    for c in f.cells
+                ],
+            )
         for name, sym in (("n_star", "N*"), ("d_star", "D*"), ("l_star", "L*")):
             law = f.power_laws[name]
             if law is not None:
                 exp = _with_ci(report, Key("power_law", a, None, f"{name}.exponent"))
                 lines.append(f"  {sym}(C) = {_g(law.coef)} C^({exp})")
         if f.frontier is not None and f.frontier.form == "saturating":
-            fk = lambda q: Key("frontier", a, None, q)  # noqa: E731
-            lines.append(f"  L*(C) = E + A C^-g: E {_with_ci(report, fk('E'))}, A {_with_ci(report, fk('A'))}, "
-                         f"g {_with_ci(report, fk('g'))}")
+            fe, fa, fg = (_with_ci(report, Key("frontier", a, None, q)) for q in ("E", "A", "g"))
+            lines.append(f"  L*(C) = E + A C^-g: E {fe}, A {fa}, g {fg}")
         elif f.frontier is not None:
             lines.append("  L*(C) = E + A C^-g: E not identified, the log-log line above is the frontier")
         if f.parametric is not None:
-            pk = lambda q: Key("parametric", a, None, q)  # noqa: E731
-            params = "  ".join(f"{q} {_with_ci(report, pk(q))}" for q in ("E", "A", "B", "alpha", "beta"))
+            ci = {q: _with_ci(report, Key("parametric", a, None, q)) for q in f.parametric.as_dict()}
+            params = "  ".join(f"{q} {ci[q]}" for q in ("E", "A", "B", "alpha", "beta"))
             lines.append(f"  Approach 3: {params}")
-            lines.append(f"  Approach 3: N_opt ~ C^{_with_ci(report, pk('n_opt_exponent'))} (under C = 6ND)")
-    flagged = [f"{f.arm} {budget_tag(c.budget)} ({', '.join(c.flags)})" for f in report.arms.values()
-               for c in f.cells if c.flags]
+            lines.append(f"  Approach 3: N_opt ~ C^{ci['n_opt_exponent']} (under C = 6ND)")
+    flagged = [
+        f"{f.arm} {budget_tag(c.budget)} ({', '.join(c.flags)})"
+        for f in report.arms.values()
+        for c in f.cells
+        if c.flags
+    ]
     if flagged:
         lines += ["", "flagged cells, left out of the power laws: " + "; ".join(flagged)]
     sentence = multiplier_sentence(report)

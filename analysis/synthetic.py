@@ -8,6 +8,7 @@ unscaled arm is exactly compute_scale under C = 6 N D).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,7 +52,9 @@ def isoflop_runs(
 ) -> dict[str, np.ndarray]:
     """Sizes log-spaced in [N_opt / span, N_opt * span] per budget; loss times exp(noise * z)."""
     rng = np.random.default_rng(seed)
-    cols: dict[str, list] = {k: [] for k in ("arm", "budget_flops", "params_non_embedding", "tokens", "val_loss")}
+    cols: dict[str, list] = {
+        k: [] for k in ("arm", "budget_flops", "params_non_embedding", "tokens", "val_loss")
+    }
     for c in budgets:
         eff = c * compute_scale  # the arm trains as if it had compute_scale times the FLOPs
         n_opt = float(law.n_opt(eff))
@@ -71,3 +74,120 @@ def to_table(*parts: dict[str, np.ndarray]) -> pa.Table:
     cols = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     cols["run_key"] = np.array([f"{a}-{i}" for i, a in enumerate(cols["arm"])])
     return pa.table({k: pa.array(v.tolist()) for k, v in cols.items()})
+
+
+def run_specs(
+    arms=("mdlm-ce", "mdlm-elbo"),
+    budgets=(1e12, 3e12),
+    widths=(16, 24, 32, 48, 64),
+    seeds=(0,),
+    n_layers: int = 2,
+    seq_len: int = 64,
+    global_batch: int = 8,
+    vocab: int = 257,
+):
+    """Real RunSpecs of a tiny IsoFLOP grid (steps = floor(C / (3 F B)) in the reference convention)."""
+    from scaling.flops import ModelShape, train_flops_per_seq
+    from scaling.spec import DataSpec, EvalSpec, OptimSpec, RunSpec
+
+    specs = []
+    for arm in arms:
+        for c in budgets:
+            for d in widths:
+                shape = ModelShape(f"d{d}x{n_layers}", d, n_layers, max(1, d // 8), vocab, seq_len)
+                steps = int(c // (train_flops_per_seq(shape, "reference", arm) * global_batch))
+                for seed in seeds:
+                    specs.append(
+                        RunSpec(
+                            arm=arm,
+                            model=shape,
+                            budget_flops=float(c),
+                            flops_convention="reference",
+                            steps=steps,
+                            global_batch=global_batch,
+                            optim=OptimSpec(lr=1e-3, min_lr=1e-4, warmup_steps=10),
+                            data=DataSpec(
+                                corpus="shakespeare", tokenizer="bytes", vocab_size=vocab - 1, seq_len=seq_len
+                            ),
+                            eval=EvalSpec(every=max(1, steps // 2), sequences=16),
+                            seed=seed,
+                            sweep="synthetic",
+                        )
+                    )
+    return specs
+
+
+def write_run_folder(runs_dir, spec, state: str = "done", law: Law = CHINCHILLA_LAW, evals: int = 3) -> float:
+    """A run folder as the trainer and executors leave it (docs/run-folder.md); returns its val_loss.
+
+    state: done | diverged (result.json written) or any status.json state (no result.json).
+    The loss is the law at (non-embedding parameters, tokens), so fits of collected folders are checkable.
+    """
+    from pathlib import Path
+
+    from scaling.flops import CONVENTIONS, params_non_embedding, train_flops_per_seq
+
+    folder = Path(runs_dir) / spec.run_key
+    folder.mkdir(parents=True, exist_ok=True)  # plain writes: fsync per file would make 10,000 folders slow
+    (folder / "spec.yaml").write_text(spec.to_yaml())
+    tokens_per_step = spec.global_batch * spec.model.seq_len
+    flops_per_step = {
+        c: train_flops_per_seq(spec.model, c, spec.arm) * spec.global_batch for c in CONVENTIONS
+    }
+    n = params_non_embedding(spec.model)
+    final = float(law.loss(n, spec.steps * tokens_per_step))
+    steps = [max(1, spec.steps * (i + 1) // evals) for i in range(evals)]
+    lines = []
+    for s in steps:
+        loss = float(law.loss(n, s * tokens_per_step))
+        lines.append(
+            json.dumps(
+                {
+                    "step": s,
+                    "tokens": s * tokens_per_step,
+                    "flops": {c: f * s for c, f in flops_per_step.items()},
+                    "val_loss": loss,
+                    "val_loss_stderr": 0.01,
+                }
+            )
+        )
+    (folder / "evals.jsonl").write_text("\n".join(lines) + "\n")
+    ended = state in ("done", "diverged")
+    (folder / "status.json").write_text(
+        json.dumps(
+            {
+                "state": state,
+                "job_id": "123",
+                "requeues": 1,
+                "reason": None,
+                "updated_at": 0.0,
+                "host": "node",
+            }
+        )
+    )
+    if ended:
+        done = state == "done"
+        (folder / "result.json").write_text(
+            json.dumps(
+                {
+                    "status": state,
+                    "val_loss": final if done else None,
+                    "val_loss_stderr": 0.01 if done else None,
+                    "val_ppl": float(np.exp(final)) if done else None,
+                    "train_loss": final + 0.01 if done else None,
+                    "steps": spec.steps if done else steps[0],
+                    "tokens": spec.steps * tokens_per_step,
+                    "flops": {c: f * spec.steps for c, f in flops_per_step.items()},
+                    "wall_s": 12.5,
+                    "tokens_per_s": 1000.0,
+                    "mfu": 0.3,
+                    "device": "cpu",
+                    "world_size": 1,
+                    "restarts": 0,
+                    "diverged_step": None if done else steps[0],
+                    "finished_at": "2026-01-01T00:00:00Z",
+                    "git_sha": "abc1234",
+                }
+            )
+        )
+    return final

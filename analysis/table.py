@@ -45,8 +45,14 @@ class FitData:
 
     def take(self, index: np.ndarray) -> FitData:
         return replace(
-            self, arm=self.arm[index], budget=self.budget[index], n=self.n[index], d=self.d[index],
-            loss=self.loss[index], compute=self.compute[index], run_key=self.run_key[index],
+            self,
+            arm=self.arm[index],
+            budget=self.budget[index],
+            n=self.n[index],
+            d=self.d[index],
+            loss=self.loss[index],
+            compute=self.compute[index],
+            run_key=self.run_key[index],
         )
 
     def of_arm(self, arm: str) -> FitData:
@@ -56,7 +62,9 @@ class FitData:
 def read_table(path: str | Path) -> pa.Table:
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"runs table {path} does not exist: run `scaling collect SWEEP` first or pass --runs FILE")
+        raise UserError(
+            f"runs table {path} does not exist: run `scaling collect SWEEP` first or pass --runs FILE"
+        )
     try:
         return pq.read_table(path)
     except (pa.ArrowInvalid, OSError) as e:
@@ -83,7 +91,9 @@ def load_runs(
     table = read_table(path)
     missing = [c for c in MINIMAL_COLUMNS if c not in table.column_names]
     if missing:
-        raise UserError(f"{path} lacks column(s) {', '.join(missing)}; a runs table needs {', '.join(MINIMAL_COLUMNS)}")
+        raise UserError(
+            f"{path} lacks column(s) {', '.join(missing)}; a runs table needs {', '.join(MINIMAL_COLUMNS)}"
+        )
     if x not in X_CHOICES:
         raise UserError(f"--x {x!r}: choose from {', '.join(X_CHOICES)}")
     if flops is not None and flops not in CONVENTIONS:
@@ -92,19 +102,25 @@ def load_runs(
     convention = flops or default_convention(table)
     if x == "budget" or convention is None:
         if flops is not None and x == "budget":
-            warnings.append(f"--x budget: the compute axis is the planned budget_flops, --flops {flops} is ignored")
+            warnings.append(
+                f"--x budget: the compute axis is the planned budget_flops, --flops {flops} is ignored"
+            )
         compute_col, label = "budget_flops", "budget"
     else:
         compute_col, label = f"flops_{convention}", convention
         if compute_col not in table.column_names:
-            raise UserError(f"--flops {convention} needs column {compute_col}, which {path} lacks: use --x budget")
+            raise UserError(
+                f"--flops {convention} needs column {compute_col}, which {path} lacks: use --x budget"
+            )
 
     if "status" in table.column_names:
         status = np.array(table.column("status").to_pylist(), dtype=object)
         keep = status == "done"
         if not keep.all():
             left = {s: int((status == s).sum()) for s in dict.fromkeys(status[~keep].tolist())}
-            warnings.append("fitting done runs only; left out: " + ", ".join(f"{n} {s}" for s, n in left.items()))
+            warnings.append(
+                "fitting done runs only; left out: " + ", ".join(f"{n} {s}" for s, n in left.items())
+            )
         table = table.filter(pa.array(keep))
 
     arm = np.array(table.column("arm").to_pylist(), dtype=object)
@@ -112,7 +128,10 @@ def load_runs(
         run_key = np.array(table.column("run_key").to_pylist(), dtype=object)
     else:
         run_key = np.array([f"row {i}" for i in range(table.num_rows)], dtype=object)
-    cols = {c: _floats(table, c) for c in ("budget_flops", "params_non_embedding", "tokens", "val_loss", compute_col)}
+    cols = {
+        c: _floats(table, c)
+        for c in ("budget_flops", "params_non_embedding", "tokens", "val_loss", compute_col)
+    }
     for name, values in cols.items():
         bad = ~(np.isfinite(values) & (values > 0))
         if bad.any():
@@ -127,15 +146,24 @@ def load_runs(
     if arms:
         unknown = [a for a in arms if a not in present]
         if unknown:
-            raise UserError(f"arm(s) {', '.join(unknown)} not in the data; arms present: {', '.join(present)}")
+            raise UserError(
+                f"arm(s) {', '.join(unknown)} not in the data; arms present: {', '.join(present)}"
+            )
         keep = np.isin(arm, arms)
         arm, run_key = arm[keep], run_key[keep]
         cols = {c: v[keep] for c, v in cols.items()}
     if len(arm) == 0:
         raise UserError(f"{path} has no runs to fit (no done runs with a finite val_loss)")
     data = FitData(
-        arm=arm, budget=cols["budget_flops"], n=cols["params_non_embedding"], d=cols["tokens"],
-        loss=cols["val_loss"], compute=cols[compute_col], run_key=run_key, flops=label, source=str(path),
+        arm=arm,
+        budget=cols["budget_flops"],
+        n=cols["params_non_embedding"],
+        d=cols["tokens"],
+        loss=cols["val_loss"],
+        compute=cols[compute_col],
+        run_key=run_key,
+        flops=label,
+        source=str(path),
     )
     order = np.lexsort((data.n, data.budget, data.arm.astype(str)))
     return data.take(order), warnings

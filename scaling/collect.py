@@ -13,11 +13,13 @@ import io
 import json
 import math
 import os
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
@@ -189,7 +191,9 @@ class _Columns:
             values.append(row.get(name))
 
 
-def _load_spec(folder: Path) -> RunSpec:
+def _load_spec(folder: Path) -> tuple[RunSpec, str]:
+    """The spec and its run key (from_dict checks a written run_key against the contents, so a
+    written key is not hashed a second time)."""
     try:
         text = (folder / SPEC_FILE).read_bytes()
     except FileNotFoundError:
@@ -199,9 +203,11 @@ def _load_spec(folder: Path) -> RunSpec:
     except yaml.YAMLError:
         raise _Bad("spec.yaml is not valid YAML") from None
     try:
-        return RunSpec.from_dict(d)
-    except (UserError, TypeError, ValueError) as e:
+        spec = RunSpec.from_dict(d)
+    except (UserError, TypeError, ValueError, AttributeError) as e:
         raise _Bad(f"spec.yaml is not a valid run spec ({e})") from None
+    written = d.get("run_key")
+    return spec, written if isinstance(written, str) else spec.run_key
 
 
 def _status(result: dict | None, status: dict | None) -> tuple[str, str | None]:
@@ -209,8 +215,9 @@ def _status(result: dict | None, status: dict | None) -> tuple[str, str | None]:
     if result is not None:
         state = result.get("status")
         if state in ("done", "diverged"):
-            if state == "done" and not (_float(result.get("val_loss")) is not None
-                                        and math.isfinite(result["val_loss"])):
+            if state == "done" and not (
+                _float(result.get("val_loss")) is not None and math.isfinite(result["val_loss"])
+            ):
                 return "malformed", "result.json says done but has no finite val_loss"
             return state, None
         return "malformed", f"result.json has status {state!r}, expected done or diverged"
@@ -235,12 +242,12 @@ def _collect_one(folder: Path, sweep: str, cols: _Columns) -> str | None:
     fatal = False  # an unusable spec or result.json: the row is `malformed`; a bad status.json is not
     spec = status = result = None
     try:
-        spec = _load_spec(folder)
+        spec, key = _load_spec(folder)
         if spec.arm not in ARMS:
             raise _Bad(f"spec.yaml names unknown arm {spec.arm!r}")
         _spec_columns(spec, row)
-        if spec.run_key != folder.name:
-            raise _Bad(f"the folder name differs from the spec's run key {spec.run_key}")
+        if key != folder.name:
+            raise _Bad(f"the folder name differs from the spec's run key {key}")
     except _Bad as e:
         problems.append(str(e))
         fatal = True
@@ -277,12 +284,24 @@ def _spec_columns(spec: RunSpec, row: dict) -> None:
     total, non_emb, per_seq = _shape_facts(m, spec.arm)
     info = ARMS.get(spec.arm)
     row.update(
-        arm=spec.arm, family=info.family if info else None, objective=info.objective if info else None,
-        model=m.name, d_model=m.d_model, n_layers=m.n_layers, n_heads=m.n_heads, vocab=m.vocab,
-        seq_len=m.seq_len, params_total=total, params_non_embedding=non_emb,
-        budget_flops=float(spec.budget_flops), flops_convention=spec.flops_convention, steps=spec.steps,
-        tokens=spec.steps * spec.global_batch * m.seq_len, global_batch=spec.global_batch,
-        lr=float(spec.optim.lr), seed=spec.seed,
+        arm=spec.arm,
+        family=info.family if info else None,
+        objective=info.objective if info else None,
+        model=m.name,
+        d_model=m.d_model,
+        n_layers=m.n_layers,
+        n_heads=m.n_heads,
+        vocab=m.vocab,
+        seq_len=m.seq_len,
+        params_total=total,
+        params_non_embedding=non_emb,
+        budget_flops=float(spec.budget_flops),
+        flops_convention=spec.flops_convention,
+        steps=spec.steps,
+        tokens=spec.steps * spec.global_batch * m.seq_len,
+        global_batch=spec.global_batch,
+        lr=float(spec.optim.lr),
+        seed=spec.seed,
     )
     for col, f in zip(FLOPS_COLUMNS, per_seq):
         row[col] = f * spec.global_batch * spec.steps
@@ -307,10 +326,15 @@ def _curve_rows(spec: RunSpec, run_row: dict, evals: list[dict], cols: _Columns)
         e = by_step[step]
         flops = e.get("flops") if isinstance(e.get("flops"), dict) else {}
         row = {
-            "schema_version": SCHEMA_VERSION, "run_key": run_row["run_key"], "arm": spec.arm,
-            "budget_flops": run_row["budget_flops"], "params_non_embedding": run_row["params_non_embedding"],
-            "step": step, "tokens": _int(e.get("tokens")) or step * tokens_per_step,
-            "val_loss": _float(e.get("val_loss")), "val_loss_stderr": _float(e.get("val_loss_stderr")),
+            "schema_version": SCHEMA_VERSION,
+            "run_key": run_row["run_key"],
+            "arm": spec.arm,
+            "budget_flops": run_row["budget_flops"],
+            "params_non_embedding": run_row["params_non_embedding"],
+            "step": step,
+            "tokens": _int(e.get("tokens")) or step * tokens_per_step,
+            "val_loss": _float(e.get("val_loss")),
+            "val_loss_stderr": _float(e.get("val_loss_stderr")),
         }
         for conv, col, f in zip(CONVENTIONS, FLOPS_COLUMNS, per_seq):
             logged = _float(flops.get(conv))
@@ -324,19 +348,43 @@ def run_folders(runs_dir: Path) -> list[Path]:
         return sorted(Path(e.path) for e in it if e.is_dir() and not e.name.startswith("."))
 
 
-def collect(runs_dir: Path, sweep: str) -> Collection:
-    """Reads every run folder under runs_dir; never raises for a bad folder."""
+PARALLEL_MIN_FOLDERS = 2000  # below this, starting worker processes costs more than it saves
+
+
+def _collect_chunk(folders: list[Path], sweep: str) -> tuple[dict, dict, list[str]]:
+    cols = _Columns()
+    warnings = [w for folder in folders if (w := _collect_one(folder, sweep, cols)) is not None]
+    return cols.runs, cols.curves, warnings
+
+
+def collect(runs_dir: Path, sweep: str, workers: int | None = None) -> Collection:
+    """Reads every run folder under runs_dir; never raises for a bad folder.
+
+    Large sweeps are read by one process per core (parsing YAML dominates); contiguous chunks of
+    the sorted folders keep the rows in run_key order.
+    """
     if not runs_dir.is_dir():
         raise UserError(f"no run folders: {runs_dir} does not exist; run `scaling sweep {sweep}` first")
     folders = run_folders(runs_dir)
     if not folders:
         raise UserError(f"no run folders in {runs_dir}; run `scaling sweep {sweep}` first")
-    cols = _Columns()
-    warnings = [w for folder in folders if (w := _collect_one(folder, sweep, cols)) is not None]
+    if workers is None:
+        workers = min(len(os.sched_getaffinity(0)), 8) if len(folders) >= PARALLEL_MIN_FOLDERS else 1
+    if workers > 1:
+        bounds = np.linspace(0, len(folders), workers + 1).astype(int)
+        chunks = [folders[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+        with ProcessPoolExecutor(workers) as pool:
+            parts = list(pool.map(_collect_chunk, chunks, [sweep] * len(chunks)))
+    else:
+        parts = [_collect_chunk(folders, sweep)]
+    runs_cols = {n: [v for p in parts for v in p[0][n]] for n, _ in RUNS_COLUMNS}
+    curves_cols = {n: [v for p in parts for v in p[1][n]] for n, _ in CURVES_COLUMNS}
     meta = {b"scaling.sweep": sweep.encode()}
-    runs = pa.Table.from_pydict(cols.runs, schema=_schema(RUNS_COLUMNS, meta))
-    curves = pa.Table.from_pydict(cols.curves, schema=_schema(CURVES_COLUMNS, meta))
-    return Collection(runs=runs, curves=curves, warnings=warnings)
+    return Collection(
+        runs=pa.Table.from_pydict(runs_cols, schema=_schema(RUNS_COLUMNS, meta)),
+        curves=pa.Table.from_pydict(curves_cols, schema=_schema(CURVES_COLUMNS, meta)),
+        warnings=[w for p in parts for w in p[2]],
+    )
 
 
 def parquet_bytes(table: pa.Table) -> bytes:

@@ -11,9 +11,12 @@ from scaling.collect import collect, write_collection
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("sweep", help="sweep name: reads results/<sweep>/runs/*/ (results root: $SCALING_RESULTS)")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="folder for the two parquet files (default results/<sweep>/)")
+    parser.add_argument(
+        "sweep", help="sweep name: reads results/<sweep>/runs/*/ (results root: $SCALING_RESULTS)"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=None, help="folder for the two parquet files (default results/<sweep>/)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -18,18 +18,40 @@ from scaling.flops import CONVENTIONS
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("sweep", nargs="?", help="sweep name: reads results/<sweep>/runs.parquet, writes results/<sweep>/fits/")
-    parser.add_argument("--runs", type=Path, help=f"any parquet with the columns {', '.join(MINIMAL_COLUMNS)} (instead of SWEEP)")
+    parser.add_argument(
+        "sweep",
+        nargs="?",
+        help="sweep name: reads results/<sweep>/runs.parquet, writes results/<sweep>/fits/",
+    )
+    parser.add_argument(
+        "--runs",
+        type=Path,
+        help=f"any parquet with the columns {', '.join(MINIMAL_COLUMNS)} (instead of SWEEP)",
+    )
     parser.add_argument("--out", type=Path, help="output folder (required with --runs)")
-    parser.add_argument("--flops", choices=CONVENTIONS,
-                        help="FLOPs convention of the compute axis (default: the sweep's planning convention)")
-    parser.add_argument("--x", choices=X_CHOICES, default="achieved",
-                        help="compute axis: each run's achieved FLOPs (column flops_<convention>) or its planned "
-                             "budget_flops (default achieved; budget when the table has no FLOPs columns)")
-    parser.add_argument("--bootstrap", type=int, default=DEFAULT_N_BOOT, metavar="N",
-                        help=f"bootstrap resamples (default {DEFAULT_N_BOOT}; 0 for point estimates only)")
+    parser.add_argument(
+        "--flops",
+        choices=CONVENTIONS,
+        help="FLOPs convention of the compute axis (default: the sweep's planning convention)",
+    )
+    parser.add_argument(
+        "--x",
+        choices=X_CHOICES,
+        default="achieved",
+        help="compute axis: each run's achieved FLOPs (column flops_<convention>) or its planned "
+        "budget_flops (default achieved; budget when the table has no FLOPs columns)",
+    )
+    parser.add_argument(
+        "--bootstrap",
+        type=int,
+        default=DEFAULT_N_BOOT,
+        metavar="N",
+        help=f"bootstrap resamples (default {DEFAULT_N_BOOT}; 0 for point estimates only)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
-    parser.add_argument("--candidate", help=f"arm whose compute efficiency is measured (default {DEFAULT_CANDIDATE})")
+    parser.add_argument(
+        "--candidate", help=f"arm whose compute efficiency is measured (default {DEFAULT_CANDIDATE})"
+    )
     parser.add_argument("--baseline", help=f"arm it is compared with (default {DEFAULT_BASELINE})")
     parser.add_argument("--arms", help="comma-separated arms to fit (default: every arm in the table)")
 
@@ -64,8 +86,10 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"--candidate/--baseline {', '.join(outside)} not in --arms: add it to --arms")
     data, warnings = load_runs(runs_path, flops=args.flops, x=args.x, arms=arms)
     options = FitOptions(
-        n_boot=args.bootstrap, seed=args.seed,
-        candidate=args.candidate or DEFAULT_CANDIDATE, baseline=args.baseline or DEFAULT_BASELINE,
+        n_boot=args.bootstrap,
+        seed=args.seed,
+        candidate=args.candidate or DEFAULT_CANDIDATE,
+        baseline=args.baseline or DEFAULT_BASELINE,
         named_arms=frozenset(arms or ()) | frozenset(pair),
     )
     report = fit_runs(data, options, progress=_progress if sys.stderr.isatty() else None)
