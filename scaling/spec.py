@@ -7,6 +7,7 @@ cadence, data location on disk) are excluded so that moving or renaming a sweep 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import MISSING, asdict, dataclass, fields, is_dataclass
@@ -114,11 +115,17 @@ def budget_tag(flops: float) -> str:
     return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
 
 
+@functools.cache
+def _type_hints(cls) -> dict[str, Any]:
+    """Resolving annotations is slow; `collect` builds thousands of specs."""
+    return get_type_hints(cls)
+
+
 def _build(cls, d: Any, where: str):
     """Dataclass from a nested dict, with one-line errors for missing or unknown fields."""
     if not isinstance(d, dict):
         raise UserError(f"{where}: expected a mapping, got {type(d).__name__}")
-    hints = get_type_hints(cls)
+    hints = _type_hints(cls)
     names = {f.name for f in fields(cls)}
     unknown = set(d) - names
     if unknown:
