@@ -64,6 +64,7 @@ def device_for(env: DistEnv) -> torch.device:
     wanted = os.environ.get("SCALING_DEVICE", "")
     if wanted != "cpu" and torch.cuda.is_available():
         torch.cuda.set_device(env.local_rank)
+        torch.set_float32_matmul_precision("high")  # TF32 for what autocast leaves in fp32
         return torch.device("cuda", env.local_rank)
     return torch.device("cpu")
 
@@ -74,9 +75,7 @@ def init(env: DistEnv, device: torch.device) -> None:
     if "RANK" not in os.environ:
         _slurm_rendezvous()
     backend = "nccl" if device.type == "cuda" else "gloo"
-    dist.init_process_group(
-        backend, rank=env.rank, world_size=env.world_size, device_id=device if device.type == "cuda" else None
-    )
+    dist.init_process_group(backend, rank=env.rank, world_size=env.world_size)
 
 
 def shutdown() -> None:

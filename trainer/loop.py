@@ -18,7 +18,7 @@
   from (eval.seed, chunk), so the same weights always give the same number; mean and standard
   error over windows. The final step is always evaluated.
 - Checkpoints every checkpoint_every steps, at the end, and at the first step boundary after
-  SIGTERM/SIGUSR2, after which train() raises Preempted (`scaling train` exits EXIT_PREEMPTED).
+  SIGTERM/SIGUSR2 (or a first Ctrl-C), after which train() raises Preempted (`scaling train` exits EXIT_PREEMPTED).
 - A non-finite loss or gradient norm stops the run: result.json has status "diverged" and the step.
 - FLOPs: spec.steps x global_batch x 3 x forward FLOPs per sequence, for every convention of
   scaling.flops. MFU uses the "attention" convention (the model's real matmuls) over the peak of
@@ -55,7 +55,7 @@ from trainer.arms import Arm, get_arm
 from trainer.model import DiT
 
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: checkpointed after a signal; run again to resume
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR2)
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR2, signal.SIGINT)
 PRECISIONS = ("auto", "fp32", "bf16")
 RECENT = 20  # training losses averaged into result.json's train_loss
 
@@ -161,7 +161,8 @@ def measure_matmul_flops(n: int = 1024, repeats: int = 5) -> float:
 
 
 class _Signals:
-    """Records SIGTERM/SIGUSR2; the loop checkpoints at the next step boundary."""
+    """Records SIGTERM/SIGUSR2/SIGINT; the loop checkpoints at the next step boundary. A second
+    Ctrl-C interrupts at once (KeyboardInterrupt), losing the steps since the last checkpoint."""
 
     def __init__(self, enabled: bool):
         self.received = 0
@@ -171,6 +172,8 @@ class _Signals:
                 self.previous[s] = signal.signal(s, self._handle)
 
     def _handle(self, signum, frame) -> None:
+        if signum == signal.SIGINT and self.received:
+            raise KeyboardInterrupt
         self.received = signum
 
     def restore(self) -> None:

@@ -1,8 +1,8 @@
 """`scaling train SPEC.yaml [--out RUN_DIR]`: train one run spec into a run folder.
 
 Resumes from the folder's newest checkpoint, returns at once when result.json exists, and after
-SIGTERM/SIGUSR2 checkpoints and exits with trainer.loop.EXIT_PREEMPTED (75) so that an executor
-can requeue it. Launch under torchrun (or srun with several tasks) for DDP.
+SIGTERM/SIGUSR2 (or a first Ctrl-C) checkpoints at the next step boundary and exits with
+trainer.loop.EXIT_PREEMPTED (75) so that an executor can requeue it. Launch under torchrun (or srun with several tasks) for DDP.
 """
 
 from __future__ import annotations
