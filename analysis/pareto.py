@@ -36,12 +36,27 @@ from trainer.sampling import SampleOptions
 
 PARETO_SCHEMA_VERSION = 1
 COLUMNS = (
-    ("arm", pa.string()), ("family", pa.string()), ("budget", pa.float64()), ("model", pa.string()),
-    ("run_key", pa.string()), ("params_non_embedding", pa.int64()), ("val_loss", pa.float64()),
-    ("selection", pa.string()), ("steps", pa.int64()), ("nfe", pa.float64()), ("batch", pa.int64()),
-    ("samples", pa.int64()), ("top_p", pa.float64()), ("tokens_per_s", pa.float64()),
-    ("sample_seconds", pa.float64()), ("gen_ppl", pa.float64()), ("entropy", pa.float64()),
-    ("judge", pa.string()), ("device", pa.string()), ("pareto", pa.bool_()), ("pareto_arm", pa.bool_()),
+    ("arm", pa.string()),
+    ("family", pa.string()),
+    ("budget", pa.float64()),
+    ("model", pa.string()),
+    ("run_key", pa.string()),
+    ("params_non_embedding", pa.int64()),
+    ("val_loss", pa.float64()),
+    ("selection", pa.string()),
+    ("steps", pa.int64()),
+    ("nfe", pa.float64()),
+    ("batch", pa.int64()),
+    ("samples", pa.int64()),
+    ("top_p", pa.float64()),
+    ("tokens_per_s", pa.float64()),
+    ("sample_seconds", pa.float64()),
+    ("gen_ppl", pa.float64()),
+    ("entropy", pa.float64()),
+    ("judge", pa.string()),
+    ("device", pa.string()),
+    ("pareto", pa.bool_()),
+    ("pareto_arm", pa.bool_()),
 )
 
 
@@ -73,7 +88,11 @@ class Choice:
 def done_runs(runs_dir: Path) -> tuple[list[Run], list[str]]:
     """Every run folder whose result.json says done with a finite val_loss; notes on unreadable ones."""
     runs, notes = [], []
-    folders = sorted(p for p in runs_dir.iterdir() if p.is_dir() and not p.name.startswith(".")) if runs_dir.is_dir() else []
+    folders = (
+        sorted(p for p in runs_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+        if runs_dir.is_dir()
+        else []
+    )
     for folder in folders:
         result = store.read_result(folder)
         if result is None or result.get("status") != "done" or result.get("val_loss") is None:
@@ -83,8 +102,17 @@ def done_runs(runs_dir: Path) -> tuple[list[Run], list[str]]:
         except UserError as e:
             notes.append(f"skipped {folder.name}: {e}")
             continue
-        runs.append(Run(spec.run_key, spec.arm, spec.budget_flops, spec.model.name,
-                        params_non_embedding(spec.model), float(result["val_loss"]), folder))
+        runs.append(
+            Run(
+                spec.run_key,
+                spec.arm,
+                spec.budget_flops,
+                spec.model.name,
+                params_non_embedding(spec.model),
+                float(result["val_loss"]),
+                folder,
+            )
+        )
     return runs, notes
 
 
@@ -95,7 +123,9 @@ def _cell(fits: dict | None, arm: str, budget: float) -> tuple[dict | None, str]
     arm_fit = fits.get("arms", {}).get(arm)
     if arm_fit is None:
         return None, "arm not in fits.json"
-    cell = next((c for c in arm_fit.get("cells", []) if math.isclose(c["budget_flops"], budget, rel_tol=1e-9)), None)
+    cell = next(
+        (c for c in arm_fit.get("cells", []) if math.isclose(c["budget_flops"], budget, rel_tol=1e-9)), None
+    )
     if cell is None:
         return None, "no IsoFLOP parabola at this budget"
     if not cell.get("valid") or not cell.get("n_star"):
@@ -110,7 +140,9 @@ def choose_models(runs: list[Run], fits: dict | None) -> list[Choice]:
         groups.setdefault((r.arm, r.budget), []).append(r)
     order = {a: i for i, a in enumerate(ARMS)}
     choices = []
-    for (arm, budget), group in sorted(groups.items(), key=lambda kv: (order.get(kv[0][0], len(order)), kv[0])):
+    for (arm, budget), group in sorted(
+        groups.items(), key=lambda kv: (order.get(kv[0][0], len(order)), kv[0])
+    ):
         cell, why = _cell(fits, arm, budget)
         if cell is not None:
             n_star = cell["n_star"]
@@ -127,7 +159,9 @@ def default_judge(choices: list[Choice]) -> Choice:
     """The compute-optimal AR model at the sweep's largest budget."""
     ar = [c for c in choices if arm_info(c.arm).family == "ar"]
     if not ar:
-        raise UserError("the sweep has no done AR run to judge samples with: pass --judge RUN_DIR (an AR run folder)")
+        raise UserError(
+            "the sweep has no done AR run to judge samples with: pass --judge RUN_DIR (an AR run folder)"
+        )
     return max(ar, key=lambda c: c.budget)
 
 
@@ -147,9 +181,17 @@ class Measurement:
     nfe: float  # model evaluations per sequence
 
 
-def measure_sampling(arm: Arm, model: torch.nn.Module, seq_len: int, options: SampleOptions, batch: int,
-                     samples: int, seed: int, device: torch.device,
-                     precision: AbstractContextManager) -> Measurement:
+def measure_sampling(
+    arm: Arm,
+    model: torch.nn.Module,
+    seq_len: int,
+    options: SampleOptions,
+    batch: int,
+    samples: int,
+    seed: int,
+    device: torch.device,
+    precision: AbstractContextManager,
+) -> Measurement:
     """ceil(samples / batch) timed batches after one untimed warm-up batch; throughput = generated
     tokens / timed seconds. `precision` is the autocast context the model was trained under."""
     generator = torch.Generator(device=device).manual_seed(seed)
@@ -169,8 +211,13 @@ def measure_sampling(arm: Arm, model: torch.nn.Module, seq_len: int, options: Sa
     return Measurement(tokens, n_batches * batch * seq_len / seconds, seconds, nfe)
 
 
-def judge_nll(judge: torch.nn.Module, tokens: torch.Tensor, batch: int, device: torch.device,
-              precision: AbstractContextManager) -> float:
+def judge_nll(
+    judge: torch.nn.Module,
+    tokens: torch.Tensor,
+    batch: int,
+    device: torch.device,
+    precision: AbstractContextManager,
+) -> float:
     """Mean NLL (nats) of tokens 1..T-1 of every sample under the AR judge (its context: the sample)."""
     scorer = Autoregressive(arm_info("ar"), judge.shape.vocab)
     total = 0.0
@@ -213,8 +260,9 @@ def build_table(rows: list[dict], meta: dict[str, str]) -> pa.Table:
     arm_flags = np.zeros(len(rows), dtype=bool)
     for a in set(cols["arm"]):
         m = arms == a
-        arm_flags[m] = pareto_flags(np.array(cols["tokens_per_s"], dtype=float)[m],
-                                    np.array(cols["gen_ppl"], dtype=float)[m])
+        arm_flags[m] = pareto_flags(
+            np.array(cols["tokens_per_s"], dtype=float)[m], np.array(cols["gen_ppl"], dtype=float)[m]
+        )
     cols["pareto_arm"] = arm_flags.tolist()
     metadata = {b"scaling.pareto_schema_version": str(PARETO_SCHEMA_VERSION).encode()}
     metadata.update({f"scaling.{k}".encode(): str(v).encode() for k, v in meta.items()})
@@ -228,12 +276,24 @@ def format_table(table: pa.Table) -> str:
     d = table.to_pydict()
     lines = [header]
     for i in range(table.num_rows):
-        lines.append(["*" if d["pareto"][i] else "", d["arm"][i], budget_tag(d["budget"][i]), d["model"][i],
-                      str(d["steps"][i]), f"{d['nfe'][i]:.3g}", f"{d['tokens_per_s'][i]:,.0f}",
-                      f"{d['gen_ppl'][i]:.3f}", f"{d['entropy'][i]:.3f}"])
+        lines.append(
+            [
+                "*" if d["pareto"][i] else "",
+                d["arm"][i],
+                budget_tag(d["budget"][i]),
+                d["model"][i],
+                str(d["steps"][i]),
+                f"{d['nfe'][i]:.3g}",
+                f"{d['tokens_per_s'][i]:,.0f}",
+                f"{d['gen_ppl'][i]:.3f}",
+                f"{d['entropy'][i]:.3f}",
+            ]
+        )
     widths = [max(len(r[j]) for r in lines) for j in range(len(header))]
-    return "\n".join("  ".join(c.rjust(w) if j >= 4 else c.ljust(w) for j, (c, w) in enumerate(zip(r, widths))).rstrip()
-                     for r in lines)
+    return "\n".join(
+        "  ".join(c.rjust(w) if j >= 4 else c.ljust(w) for j, (c, w) in enumerate(zip(r, widths))).rstrip()
+        for r in lines
+    )
 
 
 # --- the figure --------------------------------------------------------------------------------
@@ -264,7 +324,9 @@ def plot_frontier(table: pa.Table, out_dir: Path, data_ppl: float | None = None)
             ax.plot(x[own], y[own], "-" + marker, color=colour, ms=4, lw=1.1, zorder=3, label=a)
         for i in front:
             ax.plot(x[i], y[i], "o", mfc="none", mec="k", ms=7, mew=0.8, zorder=4)
-            ax.annotate(str(d["steps"][i]), (x[i], y[i]), xytext=(3, 3), textcoords="offset points", fontsize=6)
+            ax.annotate(
+                str(d["steps"][i]), (x[i], y[i]), xytext=(3, 3), textcoords="offset points", fontsize=6
+            )
         if data_ppl is not None and math.isfinite(data_ppl):
             ax.axhline(data_ppl, color="0.4", ls=":", lw=0.8, label="validation data")
         ax.set_xscale("log")

@@ -17,8 +17,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from scaling import atomic
+from scaling import atomic, store
 from scaling.errors import UserError
+from scaling.spec import RunSpec
+from trainer.model import DiT
 
 FORMAT = 1
 KEEP = 2
@@ -93,6 +95,20 @@ def load_latest(run_dir: str | Path, run_key: str, warn=print) -> dict | None:
             f"no usable checkpoint in {folder(run_dir)}: delete that folder to restart the run from step 0"
         )
     return None
+
+
+def load_final_model(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[RunSpec, DiT]:
+    """The spec and trained model (in eval mode) of a finished run: its checkpoint at the last step."""
+    spec = store.load_run_spec(Path(run_dir))
+    state = load_latest(run_dir, spec.run_key)
+    if state is None or state["step"] != spec.steps:
+        at = "no checkpoint" if state is None else f"a checkpoint at step {state['step']}"
+        raise UserError(
+            f"run {run_dir} has {at}, not at its last step {spec.steps}: finish it with `scaling train`"
+        )
+    model = DiT(spec.model)
+    model.load_state_dict(state["model"])
+    return spec, model.to(device).eval()
 
 
 # --- RNG states -----------------------------------------------------------------------------
