@@ -19,6 +19,8 @@ from scaling.flops import ModelShape
 from trainer import checkpoint
 from trainer.loop import EXIT_PREEMPTED
 
+pytestmark = pytest.mark.slow  # each test runs two or three `scaling train` processes: 10-25 s
+
 STEPS = 150
 ENV = {**os.environ, "SCALING_THREADS": "1"}
 
