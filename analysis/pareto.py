@@ -27,6 +27,7 @@ import torch
 
 from scaling import store
 from scaling.arms import ARMS, arm_info
+from scaling.collect import run_folders
 from scaling.errors import UserError
 from scaling.flops import params_non_embedding
 from scaling.spec import budget_tag
@@ -88,14 +89,10 @@ class Choice:
 def done_runs(runs_dir: Path) -> tuple[list[Run], list[str]]:
     """Every run folder whose result.json says done with a finite val_loss; notes on unreadable ones."""
     runs, notes = [], []
-    folders = (
-        sorted(p for p in runs_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
-        if runs_dir.is_dir()
-        else []
-    )
-    for folder in folders:
-        result = store.read_result(folder)
-        if result is None or result.get("status") != "done" or result.get("val_loss") is None:
+    for folder in run_folders(runs_dir):
+        result = store.read_result(folder) or {}
+        loss = result.get("val_loss")
+        if result.get("status") != "done" or loss is None or not math.isfinite(loss):
             continue
         try:
             spec = store.load_run_spec(folder)
@@ -109,7 +106,7 @@ def done_runs(runs_dir: Path) -> tuple[list[Run], list[str]]:
                 spec.budget_flops,
                 spec.model.name,
                 params_non_embedding(spec.model),
-                float(result["val_loss"]),
+                float(loss),
                 folder,
             )
         )
