@@ -62,3 +62,20 @@ def test_two_process_ddp_matches_one_process(tmp_path, byte_shards, arm):
         "step-8.pt",
         "step-8.sha256",
     ]
+
+
+def test_ranks_from_torchrun_or_srun_but_not_from_a_batch_script(monkeypatch):
+    from trainer.distributed import DistEnv, detect
+
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "SLURM_STEP_NUM_TASKS", "SLURM_PROCID", "SLURM_LOCALID"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("SLURM_NTASKS", "4")  # the allocation, seen by the batch script itself
+    assert detect() == DistEnv(0, 1, 0)
+    monkeypatch.setenv("SLURM_STEP_NUM_TASKS", "4")  # srun's tasks
+    monkeypatch.setenv("SLURM_PROCID", "3")
+    monkeypatch.setenv("SLURM_LOCALID", "1")
+    assert detect() == DistEnv(3, 4, 1)
+    monkeypatch.setenv("RANK", "1")  # torchrun wins
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert detect() == DistEnv(1, 2, 1)

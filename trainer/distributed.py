@@ -2,7 +2,7 @@
 
 torchrun sets RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT. Under SLURM (srun with
 ntasks > 1, e.g. submitit with tasks_per_node = GPUs) the ranks come from SLURM_PROCID,
-SLURM_NTASKS and SLURM_LOCALID, the rendezvous host is the job's first node and the port is
+SLURM_STEP_NUM_TASKS and SLURM_LOCALID, the rendezvous host is the job's first node and the port is
 derived from the job id, so concurrent jobs on one node do not collide. Backend: nccl on CUDA,
 gloo on CPU.
 """
@@ -36,8 +36,12 @@ def detect() -> DistEnv:
     env = os.environ
     if "RANK" in env and "WORLD_SIZE" in env:
         return DistEnv(int(env["RANK"]), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", 0)))
-    if int(env.get("SLURM_NTASKS", "1")) > 1 and "SLURM_PROCID" in env:
-        return DistEnv(int(env["SLURM_PROCID"]), int(env["SLURM_NTASKS"]), int(env.get("SLURM_LOCALID", 0)))
+    # SLURM_STEP_NUM_TASKS is set by srun for its tasks; a batch script itself sees SLURM_NTASKS
+    # of the whole allocation and is one process
+    if int(env.get("SLURM_STEP_NUM_TASKS", "1")) > 1 and "SLURM_PROCID" in env:
+        return DistEnv(
+            int(env["SLURM_PROCID"]), int(env["SLURM_STEP_NUM_TASKS"]), int(env.get("SLURM_LOCALID", 0))
+        )
     return DistEnv()
 
 
