@@ -143,7 +143,7 @@ start_mariadb() {
           GRANT ALL ON slurm_acct_db.* TO 'slurm'@'localhost';"
 }
 
-node_ready() { sinfo -h -N -o %T 2>/dev/null | grep -qE '^(idle|mixed|allocated)'; }
+node_ready() { sinfo -h -N -o %T 2>/dev/null | grep -qE '^(idle|mixed|allocated|completing)$'; }
 
 up() {
   install_packages

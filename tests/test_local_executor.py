@@ -42,6 +42,7 @@ def write_sweep(folder: Path, corpus: Path, name: str = "t") -> Path:
 name: {name}
 arms: [ar, mdlm-ce]
 budgets: [1e8]
+seeds: [0]
 flops_convention: attention
 {LADDER}sizes: {{default: [d8-l1, d16-l1]}}
 expected_tokens_per_param: 200
@@ -63,8 +64,12 @@ def long_run_overrides(steps: int, arm: str = "mdlm-ce") -> list[str]:
 
 @pytest.fixture
 def env(tmp_path, monkeypatch, text_corpus):
+    return sweep_env(tmp_path, monkeypatch, text_corpus)
+
+
+def sweep_env(tmp_path, monkeypatch, corpus) -> Path:
     """SCALING_SWEEPS/RESULTS/DATA in tmp_path; the environment that subprocesses inherit too."""
-    write_sweep(tmp_path / "sweeps", text_corpus)
+    write_sweep(tmp_path / "sweeps", corpus)
     monkeypatch.setenv("SCALING_SWEEPS", str(tmp_path / "sweeps"))
     monkeypatch.setenv("SCALING_RESULTS", str(tmp_path / "results"))
     monkeypatch.setenv("SCALING_DATA", str(tmp_path / "data"))

@@ -14,6 +14,8 @@ blocks: both have time limits, and a job neither knows is reported as vanished.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import signal
 import subprocess
@@ -86,9 +88,10 @@ class SlurmExecutor(Executor):
             )
             executor.update_parameters(**self.parameters(resources, name=sweep_dir.name))
             try:
-                jobs = executor.map_array(
-                    TrainJob(self.config.signal_delay_s), [str(r.run_dir) for r in group]
-                )
+                with contextlib.redirect_stderr(io.StringIO()):  # submitit echoes sbatch's stderr itself
+                    jobs = executor.map_array(
+                        TrainJob(self.config.signal_delay_s), [str(r.run_dir) for r in group]
+                    )
             except UncompletedJobError as e:  # sbatch refused: its own words, on one line
                 raise UserError(f"sbatch refused the job array: {_sbatch_error(str(e))}") from None
             job_ids.update({run.run_key: job.job_id for run, job in zip(group, jobs)})
@@ -125,7 +128,7 @@ def tasks_per_node(r: Resources) -> int:
 def _sbatch_error(text: str) -> str:
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     errors = [line for line in lines if "error" in line.lower()]
-    return (errors or lines or ["no output"])[-1]
+    return (errors or lines or ["no output"])[0]  # sbatch's first error names the culprit
 
 
 # --- the queue --------------------------------------------------------------------------------
@@ -225,6 +228,17 @@ def cancel(job_ids: list[str]) -> None:
 # --- on the compute node -----------------------------------------------------------------------
 
 
+def _wait(child: subprocess.Popen, timeout: float | None = None) -> int | None:
+    """The child's exit code, polling: Popen.wait() holds a lock while it blocks, so a signal
+    handler that waits for the same child from inside that wait would deadlock."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while (rc := child.poll()) is None:
+        if deadline is not None and time.monotonic() > deadline:
+            return None
+        time.sleep(0.2)
+    return rc
+
+
 class TrainJob(submitit.helpers.Checkpointable):
     """The submitit callable of one run: `scaling train` in a child process (see module doc)."""
 
@@ -273,7 +287,7 @@ class TrainJob(submitit.helpers.Checkpointable):
                 env=child_env,
             )
         try:
-            rc = self._child.wait()
+            rc = _wait(self._child)
         except UncompletedJobError as e:  # submitit's USR2 handler: too many timeouts, no requeue
             if store.read_result(run_path) is not None:
                 return store.read_result(run_path)
@@ -302,11 +316,9 @@ class TrainJob(submitit.helpers.Checkpointable):
         child = self._child
         if child is not None and child.poll() is None:
             child.send_signal(signal.SIGUSR2)
-            try:
-                child.wait(timeout=max(5, self.signal_delay_s - 10))
-            except subprocess.TimeoutExpired:
+            if _wait(child, timeout=max(5, self.signal_delay_s - 10)) is None:
                 child.kill()
-                child.wait()
+                _wait(child, timeout=10)
         restarts = int(os.environ.get("SLURM_RESTART_COUNT", 0) or 0)
         if store.read_result(Path(run_dir)) is None:  # else the requeued task returns the result at once
             job_id = submitit.JobEnvironment().job_id

@@ -1,0 +1,385 @@
+"""The SLURM executor on a real single-node cluster (scripts/local-slurm.sh up; .ci/run starts it).
+
+Every job is real `scaling train` under submitit: a sweep matches the local executor's results,
+preemption (USR2) and a real time limit requeue and resume to the uninterrupted final loss,
+`scontrol requeue`, `scancel` and failing jobs are reported correctly, and bad input fails in one
+line with exit code 2. Without a cluster the `slurm` tests are skipped, unless
+SCALING_REQUIRE_SLURM=1 (CI), where a missing cluster fails them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from test_local_executor import long_run_overrides, results_of, runs_of, statuses, sweep_env
+
+from scaling import store
+from scaling.cli import main
+from scaling.executors import Run, reconcile
+from scaling.executors.base import parse_cluster
+from scaling.executors.slurm import SlurmExecutor
+from scaling.paths import PROJECT_ROOT
+
+ONE_CPU = "cluster.resources=[{max_params:1e12,gpus_per_node:0,cpus_per_task:1,mem_gb:1,timeout_min:10}]"
+
+
+def cluster_up() -> tuple[bool, str]:
+    script = PROJECT_ROOT / "scripts" / "local-slurm.sh"
+    try:
+        out = subprocess.run([str(script), "status"], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return False, str(e)
+    return out.returncode == 0, (out.stderr or out.stdout).strip()
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch, text_corpus):
+    return sweep_env(tmp_path, monkeypatch, text_corpus)
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    up, why = cluster_up()
+    if not up:
+        message = f"no local SLURM cluster ({why}): start one with `scripts/local-slurm.sh up` (root, Debian)"
+        if os.environ.get("SCALING_REQUIRE_SLURM") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+@pytest.fixture
+def submitted():
+    """Job ids a test submitted; whatever still runs at its end is cancelled."""
+    ids: list[str] = []
+    yield ids
+    if ids:  # only jobs still waiting or running: a completing job would be recorded as cancelled
+        out = subprocess.run(
+            ["squeue", "-h", "-r", "-t", "PD,R", "-j", ",".join({i.split("_")[0] for i in ids}), "-o", "%i"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        if out.stdout.split():
+            subprocess.run(["scancel", *out.stdout.split()], capture_output=True, timeout=60)
+
+
+def slurm_executor(**cluster) -> SlurmExecutor:
+    raw = {
+        "executor": "slurm",
+        "poll_s": 1,
+        "resources": [
+            {"max_params": 1e12, "gpus_per_node": 0, "cpus_per_task": 1, "mem_gb": 1, "timeout_min": 10}
+        ],
+    }
+    return SlurmExecutor(parse_cluster(raw | cluster))
+
+
+def long_spec(tmp_path: Path, steps: int, seed: int = 0):
+    """The d64-l2 spec of `long_run_overrides`, planned from the test sweep with `steps` steps."""
+    from scaling.config import load_sweep
+    from scaling.plan import plan_sweep
+
+    (spec,) = plan_sweep(load_sweep("t", [*long_run_overrides(steps), f"seeds=[{seed}]"])).runs
+    return spec
+
+
+def submit(executor: SlurmExecutor, sweep_dir: Path, specs_and_dirs, submitted: list[str]) -> dict[Path, str]:
+    store.init_layout(sweep_dir)
+    runs = []
+    for spec, run_dir in specs_and_dirs:
+        store.ensure_run(run_dir, spec)
+        runs.append(Run(run_dir, spec, 10**6))
+    ids = executor.submit(sweep_dir, runs)
+    submitted.extend(ids.values())
+    for run in runs:
+        store.mark_submitted(run.run_dir, ids[run.run_key])
+    return {run.run_dir: ids[run.run_key] for run in runs}
+
+
+def watch(run_dirs: list[Path], timeout: float, on_poll=None) -> dict[Path, list[str]]:
+    """Reconciles until no run is active; returns the states each run went through."""
+    seen: dict[Path, list[str]] = {d: [] for d in run_dirs}
+    deadline = time.monotonic() + timeout
+    while True:
+        views, warnings = reconcile(run_dirs)
+        assert not warnings, warnings
+        for v in views:
+            if not seen[v.run_dir] or seen[v.run_dir][-1] != v.state:
+                seen[v.run_dir].append(v.state)
+        if on_poll is not None:
+            on_poll({v.run_dir: v for v in views})
+        if not any(v.state in store.ACTIVE for v in views):
+            return seen
+        assert time.monotonic() < deadline, f"still active after {timeout}s: {seen}"
+        time.sleep(0.5)
+
+
+def reference(tmp_path: Path, spec) -> subprocess.Popen:
+    out = tmp_path / "reference"
+    store.ensure_run(out, spec)
+    return subprocess.Popen(
+        [sys.executable, "-m", "scaling.cli", "train", str(out / "spec.yaml"), "--out", str(out)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+        env=os.environ | {"SCALING_THREADS": "1"},
+    )
+
+
+def reference_loss(tmp_path: Path, proc: subprocess.Popen) -> float:
+    assert proc.wait(timeout=600) == 0
+    return json.loads((tmp_path / "reference" / "result.json").read_text())["val_loss"]
+
+
+def wait_running(run_dir: Path, step: int, timeout: float = 180) -> None:
+    """Until the run's job is running and its trainer has logged `step` in this attempt."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if store.read_status(run_dir).state == "running":
+            row = store.last_jsonl(run_dir / "metrics.jsonl")
+            if row and row["step"] >= step:
+                return
+        time.sleep(0.2)
+    raise AssertionError(f"{run_dir.name} never ran to step {step}")
+
+
+def slurm(*argv: str) -> str:
+    out = subprocess.run(list(argv), capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def step_pids(job_id: str) -> list[int]:
+    """The PIDs of the job's step 0 on this node: submitit's task process and its trainer."""
+    raw_id = slurm(
+        "squeue", "-h", "-j", job_id, "-o", "%A"
+    ).strip()  # listpids wants the raw id of an array task
+    rows = [line.split() for line in slurm("scontrol", "listpids", raw_id).splitlines()[1:]]
+    pids = [int(row[0]) for row in rows if row[2] == "0"]
+    assert len(pids) >= 2, rows
+    return pids
+
+
+# --- tests -------------------------------------------------------------------------------------
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_sweep_through_submitit_matches_local_and_is_idempotent(slurm_cluster, env, capsys):
+    results = env / "results"
+    on_slurm = ["sweep", "t", "cluster=slurm", ONE_CPU, "cluster.poll_s=0.5"]
+    assert main(on_slurm) == 0
+    out = capsys.readouterr().out
+    assert "4 to submit (slurm)" in out and "4 runs: 4 done" in out
+    first = statuses(results)
+    assert all(s["state"] == "done" and s["job_id"].split("_")[0].isdigit() for s in first.values())
+    assert len({s["job_id"].split("_")[0] for s in first.values()}) == 1  # one job array
+
+    assert (
+        main(
+            [
+                "sweep",
+                "t",
+                "name=tlocal",
+                "cluster.threads_per_run=1",
+                "cluster.max_parallel=2",
+                "cluster.poll_s=0.2",
+            ]
+        )
+        == 0
+    )
+    capsys.readouterr()
+    on_slurm_losses = {k: r["val_loss"] for k, r in results_of(results).items()}
+    assert on_slurm_losses == {k: r["val_loss"] for k, r in results_of(results, "tlocal").items()}
+
+    submissions = set((results / "t" / "submitit").iterdir())
+    assert main(on_slurm) == 0  # nothing to do: no sbatch
+    assert "4 ended, 0 queued or running, 0 to submit" in capsys.readouterr().out
+    assert set((results / "t" / "submitit").iterdir()) == submissions
+    assert statuses(results) == first
+
+    victim = runs_of(results)[2]
+    (victim / "result.json").unlink()
+    assert main(on_slurm) == 0
+    assert "1 to submit (slurm)" in capsys.readouterr().out
+    after = statuses(results)
+    assert after[victim.name]["job_id"] != first[victim.name]["job_id"]
+    assert {k: v for k, v in after.items() if k != victim.name} == {
+        k: v for k, v in first.items() if k != victim.name
+    }
+    assert {k: r["val_loss"] for k, r in results_of(results).items()} == on_slurm_losses
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_preemption_and_time_limit_requeue_and_resume_to_the_same_loss(slurm_cluster, env, submitted):
+    sweep_dir = env / "results" / "t"
+    preempt, timed = sweep_dir / "runs" / "preempt", sweep_dir / "runs" / "time-limit"
+    # slurmctld checks time limits every 30 s and sends the warning up to one period early: with
+    # USR2 5 s before a 1-minute limit it lands 25-55 s after the start, the kill one check later.
+    # ~60 s of training on one core makes sure the first attempt is cut; later ones resume.
+    long, short = long_spec(env, steps=3600), long_spec(env, steps=800, seed=1)
+    refs = {timed: reference(env / "ref-time-limit", long), preempt: reference(env / "ref-preempt", short)}
+    limit = slurm_executor(
+        max_num_timeout=5,
+        signal_delay_s=5,
+        resources=[
+            {"max_params": 1e12, "gpus_per_node": 0, "cpus_per_task": 1, "mem_gb": 1, "timeout_min": 1}
+        ],
+    )
+    jobs = submit(limit, sweep_dir, [(long, timed)], submitted)
+    jobs |= submit(slurm_executor(max_num_timeout=3), sweep_dir, [(short, preempt)], submitted)
+
+    wait_running(preempt, short.steps // 5)
+    slurm("scancel", "--signal=USR2", jobs[preempt])
+    seen = watch([preempt, timed], timeout=420)
+
+    for run_dir, ref in refs.items():
+        status, result = store.read_status(run_dir), store.read_result(run_dir)
+        assert status.state == "done" and status.job_id == jobs[run_dir], (run_dir.name, seen[run_dir])
+        assert result["restarts"] == status.requeues >= 1, (run_dir.name, result, status)
+        assert result["val_loss"] == reference_loss(env / f"ref-{run_dir.name}", ref), run_dir.name
+    assert store.read_status(preempt).requeues == 1
+    log = (preempt / "logs" / "train.log").read_text()
+    assert "stopped by SIGUSR2" in log and "restart 1" in log and "resumed" in log
+    log = (timed / "logs" / "train.log").read_text()
+    assert "stopped by SIGUSR2" in log and "resumed" in log
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_requeue_cancel_kill_and_failure_are_reported(slurm_cluster, env, capsys, submitted):
+    sweep_dir = env / "results" / "t"
+    spec = long_spec(env, steps=1500)
+    requeue, cancel, kill, fail = (
+        sweep_dir / "runs" / name for name in ("requeue", "cancel", "kill", "fail")
+    )
+    from dataclasses import replace
+
+    broken = replace(
+        spec, seed=7, data=replace(spec.data, corpus=str(env / "missing.txt"), shards=str(env / "none"))
+    )
+    ref = reference(env, spec)
+    jobs = submit(slurm_executor(), sweep_dir, [(spec, requeue), (replace(spec, seed=1), cancel)], submitted)
+    wait_running(requeue, 50)
+    wait_running(cancel, 50)
+    slurm("scontrol", "requeue", jobs[requeue])
+    slurm("scancel", jobs[cancel])
+    jobs |= submit(slurm_executor(), sweep_dir, [(replace(spec, seed=2), kill), (broken, fail)], submitted)
+    wait_running(kill, 20)
+    for pid in step_pids(jobs[kill]):  # the job's processes die, as in an OOM kill
+        os.kill(pid, signal.SIGKILL)
+
+    def check_status_command(views):  # `scaling status` agrees with reconcile at every poll
+        if views[requeue].state == "requeued":
+            assert main(["status", "t", "--runs"]) == 0
+            out = capsys.readouterr().out
+            assert any(" requeued " in line and jobs[requeue] in line for line in out.splitlines()), out
+
+    seen = watch([requeue, cancel, kill, fail], timeout=300, on_poll=check_status_command)
+    state = {d: store.read_status(d) for d in (requeue, cancel, kill, fail)}
+    assert "requeued" in seen[requeue] and state[requeue].state == "done" and state[requeue].requeues == 1
+    assert store.read_result(requeue)["val_loss"] == reference_loss(env, ref)
+    assert state[cancel].state == "cancelled" and state[cancel].reason.startswith("CANCELLED"), state[cancel]
+    assert state[kill].state == "failed" and state[kill].reason.startswith("FAILED"), state[kill]
+    assert state[fail].state == "failed"
+    assert (
+        state[fail].reason.startswith("scaling train exited with code 2")
+        and "missing.txt" in state[fail].reason
+    )
+
+    assert main(["status", "t"]) == 0
+    assert capsys.readouterr().out.strip().endswith("4 runs: 1 done, 2 failed, 1 cancelled")
+
+
+@pytest.mark.slurm
+def test_cancel_marks_queued_and_running_jobs(slurm_cluster, env, capsys, submitted):
+    sweep_dir = env / "results" / "t"
+    spec = long_spec(env, steps=1500)
+    from dataclasses import replace
+
+    run_dirs = [sweep_dir / "runs" / f"r{i}" for i in range(3)]  # 2 CPUs: two run, one waits
+    submit(
+        slurm_executor(), sweep_dir, [(replace(spec, seed=i), d) for i, d in enumerate(run_dirs)], submitted
+    )
+    wait_running(run_dirs[0], 5)
+    assert main(["cancel", "t"]) == 0
+    assert "cancelled 3 run(s) of t" in capsys.readouterr().out
+    seen = watch(run_dirs, timeout=60)
+    assert all(s[-1] == "cancelled" for s in seen.values()), seen
+    assert {store.read_status(d).reason for d in run_dirs} == {"cancelled by `scaling cancel`"}
+
+
+# --- bad input ---------------------------------------------------------------------------------
+
+
+def one_line_error(capsys, argv: list[str]) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "Traceback" not in err, err
+    return err
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("cluster=k8s", "Could not find 'cluster/k8s'"),  # the later cluster= wins
+        ("cluster.executor=k8s", "unknown executor 'k8s'"),
+        ("+cluster.gpus=4", r"unknown option(s) gpus"),
+        ("+cluster.resources.0.gpu=1", "resources[0]: unknown option(s) gpu"),
+    ],
+)
+def test_unknown_cluster_or_option_is_one_line(env, capsys, override, message):
+    assert message in one_line_error(capsys, ["sweep", "t", "cluster=slurm", override, "--dry-run"])
+    assert not (env / "results").exists()
+
+
+def test_missing_slurm_commands_is_one_line(env, capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
+    err = one_line_error(capsys, ["sweep", "t", "cluster=slurm", "--dry-run"])
+    assert "cluster=slurm needs sbatch" in err and "cluster=local" in err
+
+
+@pytest.mark.slurm
+def test_unknown_partition_surfaces_sbatch_error(slurm_cluster, env, capsys):
+    err = one_line_error(
+        capsys, ["sweep", "t", "cluster=slurm", ONE_CPU, "cluster.partition=no-such-partition"]
+    )
+    assert (
+        err
+        == "scaling sweep: error: sbatch refused the job array: sbatch: error: invalid partition specified: no-such-partition"
+    )
+
+
+def tree_digest(folder: Path) -> str:
+    h = hashlib.sha256()
+    for p in sorted(folder.rglob("*")):
+        st = p.stat()
+        h.update(f"{p.relative_to(folder)} {st.st_mtime_ns} {st.st_size}".encode())
+        if p.is_file():
+            h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+@pytest.mark.parametrize(
+    "command", [["sweep", "t"], ["status", "t"], ["cancel", "t"], ["sweep", "t", "--dry-run"]]
+)
+def test_incompatible_results_folder_is_refused_untouched(env, capsys, command):
+    sweep_dir = env / "results" / "t"
+    run_dir = sweep_dir / "runs" / "ar-old-run"
+    run_dir.mkdir(parents=True)
+    (sweep_dir / "store.json").write_text(json.dumps({"store_version": 0}))
+    (run_dir / "status.json").write_text(json.dumps({"state": "running", "job_id": "41_0"}))
+    (run_dir / "spec.yaml").write_text("arm: ar\nmodel_size: 6M\n")
+    before = tree_digest(env / "results")
+    err = one_line_error(capsys, command)
+    assert "incompatible version" in err and "store_version 0" in err
+    assert tree_digest(env / "results") == before
+    assert not (env / "data").exists()
