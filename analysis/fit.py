@@ -183,6 +183,12 @@ def _arm_warnings(fit: ArmFit, named: bool) -> list[str]:
         for c in fit.cells
         if c.flags
     ]
+    out += [
+        f"{fit.arm} {budget_tag(c.budget)}: the parabola goes through all {c.n_runs} runs, so resampling "
+        "cannot move it and its interval is degenerate; add sizes or seeds"
+        for c in fit.cells
+        if c.n_runs == MIN_SIZES and not c.flags
+    ]
     if not fit.cells:
         msg = f"arm {fit.arm} has no budget with at least {MIN_SIZES} sizes"
         if named:

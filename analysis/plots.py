@@ -203,7 +203,7 @@ def frontiers_figure(fits: dict, notes: list[str]):
                 ok = np.isfinite(low) & np.isfinite(high)
                 if ok.any():
                     ax.fill_between(c_grid[ok], low[ok], high[ok], color=col, alpha=0.15, lw=0)
-            elif cells:
+            elif cells and q == "n_star":
                 notes.append(f"frontiers {arm}: fewer than 2 valid budgets, no power law drawn")
             if cells:
                 ax.plot([], [], handle, color=col, ms=3.5, label=label)
@@ -212,7 +212,7 @@ def frontiers_figure(fits: dict, notes: list[str]):
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_ylabel(ylabel)
-        ax.legend(loc="upper left" if q != "l_star" else "upper right", handlelength=1.5)
+        ax.legend(loc="best", handlelength=1.5)
         if q == "l_star":
             _plain_log_ticks(ax)
     fig.supxlabel(_compute_label(fits), fontsize=8)

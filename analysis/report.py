@@ -210,7 +210,7 @@ def _g(x: float) -> str:
 def _with_ci(report: FitReport, key: Key) -> str:
     iv = report.intervals.get(key)
     value = report.estimates.get(key, float("nan"))
-    if iv is None or report.options.n_boot == 0:
+    if iv is None or report.options.n_boot == 0 or not math.isfinite(value):
         return _g(value)
     return f"{_g(value)} [{_g(iv.low)}, {_g(iv.high)}]"
 

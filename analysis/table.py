@@ -124,6 +124,19 @@ def load_runs(
         table = table.filter(pa.array(keep))
 
     arm = np.array(table.column("arm").to_pylist(), dtype=object)
+    if any(a is None for a in arm):
+        raise UserError(f"{path}: some rows have no arm")
+    present = list(dict.fromkeys(arm.tolist()))
+    if arms:
+        unknown = [a for a in arms if a not in present]
+        if unknown:
+            raise UserError(
+                f"arm(s) {', '.join(unknown)} not in the data; arms present: {', '.join(present)}"
+            )
+        keep = np.isin(arm, arms)
+        table, arm = table.filter(pa.array(keep)), arm[keep]
+    if len(arm) == 0:
+        raise UserError(f"{path} has no runs to fit (no done runs with a finite val_loss)")
     if "run_key" in table.column_names:
         run_key = np.array(table.column("run_key").to_pylist(), dtype=object)
     else:
@@ -139,21 +152,6 @@ def load_runs(
                 f"{path}: {int(bad.sum())} row(s) have a non-positive or missing {name} "
                 f"(first: {run_key[bad][0]}, value {values[bad][0]}); fix or drop them"
             )
-    if any(a is None for a in arm):
-        raise UserError(f"{path}: some rows have no arm")
-
-    present = list(dict.fromkeys(arm.tolist()))
-    if arms:
-        unknown = [a for a in arms if a not in present]
-        if unknown:
-            raise UserError(
-                f"arm(s) {', '.join(unknown)} not in the data; arms present: {', '.join(present)}"
-            )
-        keep = np.isin(arm, arms)
-        arm, run_key = arm[keep], run_key[keep]
-        cols = {c: v[keep] for c, v in cols.items()}
-    if len(arm) == 0:
-        raise UserError(f"{path} has no runs to fit (no done runs with a finite val_loss)")
     data = FitData(
         arm=arm,
         budget=cols["budget_flops"],
