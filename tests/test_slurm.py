@@ -104,8 +104,8 @@ def submit(executor: SlurmExecutor, sweep_dir: Path, specs_and_dirs, submitted: 
     return {run.run_dir: ids[run.run_key] for run in runs}
 
 
-def watch(run_dirs: list[Path], timeout: float, on_poll=None) -> dict[Path, list[str]]:
-    """Reconciles until no run is active; returns the states each run went through."""
+def watch(run_dirs: list[Path], timeout: float, until=None) -> dict[Path, list[str]]:
+    """Reconciles until no run is active (or `until(views)`); returns the states each run went through."""
     seen: dict[Path, list[str]] = {d: [] for d in run_dirs}
     deadline = time.monotonic() + timeout
     while True:
@@ -114,9 +114,10 @@ def watch(run_dirs: list[Path], timeout: float, on_poll=None) -> dict[Path, list
         for v in views:
             if not seen[v.run_dir] or seen[v.run_dir][-1] != v.state:
                 seen[v.run_dir].append(v.state)
-        if on_poll is not None:
-            on_poll({v.run_dir: v for v in views})
-        if not any(v.state in store.ACTIVE for v in views):
+        done = (
+            until({v.run_dir: v for v in views}) if until else not any(v.state in store.ACTIVE for v in views)
+        )
+        if done:
             return seen
         assert time.monotonic() < deadline, f"still active after {timeout}s: {seen}"
         time.sleep(0.5)
@@ -272,20 +273,20 @@ def test_requeue_cancel_kill_and_failure_are_reported(slurm_cluster, env, capsys
     wait_running(cancel, 50)
     slurm("scontrol", "requeue", jobs[requeue])
     slurm("scancel", jobs[cancel])
+    # a requeued job is held >= 10 s (AuthInfo=cred_expire=10): time to see it waiting
+    seen = watch([requeue], timeout=60, until=lambda views: views[requeue].state == "requeued")
+    assert main(["status", "t", "--runs"]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if jobs[requeue] in line)
+    assert " requeued " in row and " 1 " in row, row  # state and requeue count
+
     jobs |= submit(slurm_executor(), sweep_dir, [(replace(spec, seed=2), kill), (broken, fail)], submitted)
     wait_running(kill, 20)
     for pid in step_pids(jobs[kill]):  # the job's processes die, as in an OOM kill
         os.kill(pid, signal.SIGKILL)
 
-    def check_status_command(views):  # `scaling status` agrees with reconcile at every poll
-        if views[requeue].state == "requeued":
-            assert main(["status", "t", "--runs"]) == 0
-            out = capsys.readouterr().out
-            assert any(" requeued " in line and jobs[requeue] in line for line in out.splitlines()), out
-
-    seen = watch([requeue, cancel, kill, fail], timeout=300, on_poll=check_status_command)
+    watch([requeue, cancel, kill, fail], timeout=300)
     state = {d: store.read_status(d) for d in (requeue, cancel, kill, fail)}
-    assert "requeued" in seen[requeue] and state[requeue].state == "done" and state[requeue].requeues == 1
+    assert state[requeue].state == "done" and state[requeue].requeues == 1, (seen, state[requeue])
     assert store.read_result(requeue)["val_loss"] == reference_loss(env, ref)
     assert state[cancel].state == "cancelled" and state[cancel].reason.startswith("CANCELLED"), state[cancel]
     assert state[kill].state == "failed" and state[kill].reason.startswith("FAILED"), state[kill]

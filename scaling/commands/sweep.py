@@ -101,8 +101,8 @@ def _duration(seconds: float) -> str:
 class ProgressLine:
     """Runs done / total, FLOPs done / total, ETA: redrawn on a terminal, else printed on change."""
 
-    def __init__(self, stream=sys.stdout):
-        self.stream = stream
+    def __init__(self, stream=None):
+        self.stream = stream or sys.stdout  # looked up now: sys.stdout may have been replaced
         self.tty = stream.isatty()
         self.start = time.monotonic()
         self.flops_at_start: float | None = None
