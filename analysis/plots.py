@@ -52,6 +52,7 @@ LOSS_LABEL = "validation loss (nats/token)"
 # Okabe-Ito: distinguishable for colour-blind readers and in greyscale print
 ARM_COLOURS = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000"]
 FIGURES = ("isoflop", "frontiers", "multiplier", "residuals")
+LEGEND_HEADROOM = 0.3  # fraction of the (log) y range added above the data in the frontier panels
 
 
 def _compute_label(fits: dict) -> str:
@@ -212,7 +213,11 @@ def frontiers_figure(fits: dict, notes: list[str]):
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_ylabel(ylabel)
-        ax.legend(loc="best", handlelength=1.5)
+        # headroom above the data for the legend, on the side the frontier leaves free
+        # (N* and D* grow with compute, L* falls)
+        lo, hi = ax.get_ylim()
+        ax.set_ylim(lo, hi * (hi / lo) ** LEGEND_HEADROOM)
+        ax.legend(loc="upper right" if q == "l_star" else "upper left", handlelength=1.5)
         if q == "l_star":
             _plain_log_ticks(ax)
     fig.supxlabel(_compute_label(fits), fontsize=8)
