@@ -300,6 +300,8 @@ def plot_frontier(table: pa.Table, out_dir: Path, data_ppl: float | None = None)
     """Throughput (x, log) against generative perplexity (y, log): one colour and marker per arm,
     a line through each arm's own non-dominated points, the overall frontier as a grey staircase
     with ringed points labelled by step count. PNG and PDF."""
+    from matplotlib.ticker import FormatStrFormatter
+
     from analysis.plots import ARM_COLOURS, STYLE, WIDTH, plt, save
 
     d = table.to_pydict()
@@ -307,7 +309,7 @@ def plot_frontier(table: pa.Table, out_dir: Path, data_ppl: float | None = None)
     arms = [a for a in ARMS if a in set(d["arm"])] + sorted(set(d["arm"]) - set(ARMS))
     markers = "osD^vP*X"
     with plt.rc_context(STYLE):
-        fig, ax = plt.subplots(figsize=(WIDTH * 0.62, 3.2), layout="constrained")
+        fig, ax = plt.subplots(figsize=(WIDTH * 0.75, 3.2), layout="constrained")
         front = np.flatnonzero(np.array(d["pareto"]))
         front = front[np.argsort(x[front])]
         if len(front):  # with throughput >= x, the best perplexity is that of the next frontier point
@@ -328,9 +330,12 @@ def plot_frontier(table: pa.Table, out_dir: Path, data_ppl: float | None = None)
             ax.axhline(data_ppl, color="0.4", ls=":", lw=0.8, label="validation data")
         ax.set_xscale("log")
         ax.set_yscale("log")
+        for axis in (ax.yaxis, ax.xaxis):  # plain numbers: perplexities span about a decade
+            axis.set_major_formatter(FormatStrFormatter("%g"))
+        ax.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
         first = {k: (v[0] if v else "-") for k, v in d.items()}
         ax.set_xlabel(f"sampling throughput (tokens/s; batch {first['batch']}, {first['device']})")
         ax.set_ylabel("generative perplexity")
         ax.set_title(f"judge: {first['judge']}", fontsize=6.5)
-        ax.legend(loc="best")
+        fig.legend(loc="outside right upper")
         return save(fig, out_dir, "pareto")
