@@ -103,7 +103,7 @@ class ProgressLine:
 
     def __init__(self, stream=None):
         self.stream = stream or sys.stdout  # looked up now: sys.stdout may have been replaced
-        self.tty = stream.isatty()
+        self.tty = self.stream.isatty()
         self.start = time.monotonic()
         self.flops_at_start: float | None = None
         self.last_key = None

@@ -239,8 +239,17 @@ def _wait(child: subprocess.Popen, timeout: float | None = None) -> int | None:
     return rc
 
 
+def _exit_preempted() -> int:
+    from trainer.loop import EXIT_PREEMPTED  # imports torch: only once the trainer has exited
+
+    return EXIT_PREEMPTED
+
+
 class TrainJob(submitit.helpers.Checkpointable):
-    """The submitit callable of one run: `scaling train` in a child process (see module doc)."""
+    """The submitit callable of one run: `scaling train` in a child process (see module doc).
+
+    With several tasks (one per GPU) every task runs one; the trainer takes its rank, world size
+    and rendezvous from the SLURM variables the child inherits (trainer.distributed)."""
 
     def __init__(self, signal_delay_s: int = 120):
         self.signal_delay_s = signal_delay_s
@@ -254,8 +263,6 @@ class TrainJob(submitit.helpers.Checkpointable):
             return done
         env = submitit.JobEnvironment()
         rank0 = env.global_rank == 0
-        if env.num_tasks > 1:  # torch.distributed from SLURM's variables (env:// init in the trainer)
-            submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=True)
         restarts = int(os.environ.get("SLURM_RESTART_COUNT", 0) or 0)
         if rank0:
             store.write_status(run_path, "running", job_id=env.job_id, requeues=restarts)
@@ -297,8 +304,9 @@ class TrainJob(submitit.helpers.Checkpointable):
         result = store.read_result(run_path)
         if result is not None:
             return result
-        if self._terminated:
-            return {"interrupted": True}  # requeued or cancelled by SLURM: the queue tells which
+        if self._terminated or rc == _exit_preempted():
+            # checkpointed after SIGTERM (requeue, cancel) or USR2 (rank > 0; rank 0 requeues)
+            return {"interrupted": True}
         from scaling.executors.local import log_tail
 
         reason = f"scaling train exited with code {rc}: {log_tail(log_path)}"
