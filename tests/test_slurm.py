@@ -82,8 +82,8 @@ def slurm_executor(**cluster) -> SlurmExecutor:
     return SlurmExecutor(parse_cluster(raw | cluster))
 
 
-def long_spec(tmp_path: Path, steps: int, seed: int = 0):
-    """The d64-l2 spec of `long_run_overrides`, planned from the test sweep with `steps` steps."""
+def long_spec(steps: int, seed: int = 0):
+    """The d64-l2 spec of `long_run_overrides`, planned from the test sweep (needs `env`)."""
     from scaling.config import load_sweep
     from scaling.plan import plan_sweep
 
@@ -226,7 +226,7 @@ def test_preemption_and_time_limit_requeue_and_resume_to_the_same_loss(slurm_clu
     # slurmctld checks time limits every 30 s and sends the warning up to one period early: with
     # USR2 5 s before a 1-minute limit it lands 25-55 s after the start, the kill one check later.
     # ~60 s of training on one core makes sure the first attempt is cut; later ones resume.
-    long, short = long_spec(env, steps=3600), long_spec(env, steps=800, seed=1)
+    long, short = long_spec(steps=3600), long_spec(steps=800, seed=1)
     refs = {timed: reference(env / "ref-time-limit", long), preempt: reference(env / "ref-preempt", short)}
     limit = slurm_executor(
         max_num_timeout=5,
@@ -258,7 +258,7 @@ def test_preemption_and_time_limit_requeue_and_resume_to_the_same_loss(slurm_clu
 @pytest.mark.slow
 def test_requeue_cancel_kill_and_failure_are_reported(slurm_cluster, env, capsys, submitted):
     sweep_dir = env / "results" / "t"
-    spec = long_spec(env, steps=1500)
+    spec = long_spec(steps=1500)
     requeue, cancel, kill, fail = (
         sweep_dir / "runs" / name for name in ("requeue", "cancel", "kill", "fail")
     )
@@ -303,7 +303,7 @@ def test_requeue_cancel_kill_and_failure_are_reported(slurm_cluster, env, capsys
 @pytest.mark.slurm
 def test_cancel_marks_queued_and_running_jobs(slurm_cluster, env, capsys, submitted):
     sweep_dir = env / "results" / "t"
-    spec = long_spec(env, steps=1500)
+    spec = long_spec(steps=1500)
     from dataclasses import replace
 
     run_dirs = [sweep_dir / "runs" / f"r{i}" for i in range(3)]  # 2 CPUs: two run, one waits
