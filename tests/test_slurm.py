@@ -91,6 +91,20 @@ def long_spec(steps: int, seed: int = 0):
     return spec
 
 
+def steps_for_seconds(env: Path, seconds: float) -> int:
+    """How many steps of `long_spec` one core trains in `seconds` on this machine."""
+    spec, out = long_spec(steps=300, seed=99), env / "calibration"
+    store.ensure_run(out, spec)
+    subprocess.run(
+        [sys.executable, "-m", "scaling.cli", "train", str(out / "spec.yaml"), "--out", str(out)],
+        check=True,
+        capture_output=True,
+        env=os.environ | {"SCALING_THREADS": "1"},
+        timeout=300,
+    )
+    return int(seconds * spec.steps / json.loads((out / "result.json").read_text())["wall_s"])
+
+
 def submit(executor: SlurmExecutor, sweep_dir: Path, specs_and_dirs, submitted: list[str]) -> dict[Path, str]:
     store.init_layout(sweep_dir)
     runs = []
@@ -225,8 +239,8 @@ def test_preemption_and_time_limit_requeue_and_resume_to_the_same_loss(slurm_clu
     preempt, timed = sweep_dir / "runs" / "preempt", sweep_dir / "runs" / "time-limit"
     # slurmctld checks time limits every 30 s and sends the warning up to one period early: with
     # USR2 5 s before a 1-minute limit it lands 25-55 s after the start, the kill one check later.
-    # ~60 s of training on one core makes sure the first attempt is cut; later ones resume.
-    long, short = long_spec(steps=3600), long_spec(steps=800, seed=1)
+    # 70 s of training on one core (measured here) makes sure the first attempt is cut.
+    long, short = long_spec(steps=steps_for_seconds(env, 70)), long_spec(steps=800, seed=1)
     refs = {timed: reference(env / "ref-time-limit", long), preempt: reference(env / "ref-preempt", short)}
     limit = slurm_executor(
         max_num_timeout=5,
