@@ -100,3 +100,11 @@ def test_bad_input_is_one_line_exit_2(args, message):
     assert message in out.stderr
     assert "Traceback" not in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_overrides_may_follow_options():
+    out = scaling("plan", "smoke", "--format", "csv", "budgets=[1e8]", "arms=[ar]")
+    assert out.returncode == 0, out.stderr
+    assert len(out.stdout.strip().splitlines()) == 1 + 3
+    bad = scaling("plan", "smoke", "--bogus")
+    assert bad.returncode == 2 and "unrecognized arguments: --bogus" in bad.stderr
