@@ -5,12 +5,21 @@ from __future__ import annotations
 import json
 
 import matplotlib.image as mpimg
+import matplotlib.pyplot as plt
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
 from analysis.fit import FitOptions, fit_runs
-from analysis.plots import FIGURES, plot_all
+from analysis.plots import (
+    FIGURES,
+    STYLE,
+    frontiers_figure,
+    isoflop_figure,
+    multiplier_figure,
+    plot_all,
+    residuals_figure,
+)
 from analysis.report import to_json
 from analysis.synthetic import isoflop_runs, to_table
 from analysis.table import load_runs
@@ -63,6 +72,91 @@ def test_thin_sweep_degrades_with_notes(tmp_path):
     assert "multiplier: not fitted" in text and "residuals duo: no parametric fit" in text
     assert "frontiers duo: fewer than 2 valid budgets" in text
     assert "isoflop ar: 3e19: vertex-outside" in text
+
+
+def _extrapolated(fits: dict) -> dict:
+    """What real tiny sweeps produce: a flagged cell whose vertex is extrapolated to N* = 1e-30 with
+    absurd bootstrap intervals, a valid cell whose N* interval spans 28 decades, and a multiplier
+    whose bootstrap band reaches 1e12."""
+    cells = fits["arms"]["mdlm-ce"]["cells"]
+    cells[0].update(
+        flags=["vertex-outside"],
+        valid=False,
+        n_star=1e-30,
+        d_star=1e40,
+        l_star=0.3,
+        ci={"n_star": [1e-35, 1e20], "d_star": [1e5, 1e45], "l_star": [-3.0, 5.0]},
+    )
+    cells[1]["ci"]["n_star"] = [1e-8, 1e20]
+    m = fits["multiplier"]
+    m["ci"] = [1e-9, 1e9]
+    m["curve"]["low"] = [-1.0] * len(m["curve"]["low"])
+    m["curve"]["high"] = [1e12] * len(m["curve"]["high"])
+    return fits
+
+
+def _overlapping_tick_labels(fig) -> list[str]:
+    """Pairs of drawn tick labels (major and minor) whose boxes overlap along their axis."""
+    fig.canvas.draw()
+    found = []
+    for ax in fig.axes:
+        for axis, horizontal in ((ax.xaxis, True), (ax.yaxis, False)):
+            lo, hi = sorted(axis.get_view_interval())
+            ticks = axis.get_major_ticks(len(axis.get_majorticklocs())) + axis.get_minor_ticks(
+                len(axis.get_minorticklocs())
+            )
+            labels = [t.label1 for t in ticks if lo <= t.get_loc() <= hi]
+            boxes = sorted(
+                (t.get_window_extent() for t in labels if t.get_visible() and t.get_text()),
+                key=lambda b: b.x0 if horizontal else b.y0,
+            )
+            for a, b in zip(boxes, boxes[1:]):
+                if (a.x1 > b.x0) if horizontal else (a.y1 > b.y0):
+                    found.append(f"{ax.get_title() or ax.get_ylabel()}: {a} / {b}")
+    return found
+
+
+def test_extrapolated_vertex_and_wild_intervals_keep_axes_on_the_data(tmp_path):
+    # sizes spanning about a decade: where default log ticks label 2, 3, 4, 6 x 10^k on top of each other
+    kw = {"budgets": (1e18, 3e18, 1e19), "sizes_per_budget": 5, "noise": 0.012}
+    fits = _extrapolated(
+        _fits(
+            tmp_path,
+            isoflop_runs(arm="mdlm-elbo", seed=3, **kw),
+            isoflop_runs(arm="mdlm-ce", seed=4, compute_scale=0.5, **kw),
+        )
+    )
+    runs = fits["arms"]["mdlm-ce"]["runs"]
+    n, loss = np.array(runs["params_non_embedding"]), np.array(runs["val_loss"])
+    notes: list[str] = []
+    with plt.rc_context(STYLE):
+        iso = isoflop_figure(fits, notes)
+        front = frontiers_figure(fits, notes)
+        res = residuals_figure(fits, notes)
+        mult = multiplier_figure(fits, notes)
+    ax = iso.axes[list(fits["arms"]).index("mdlm-ce")]
+    lo, hi = ax.get_xlim()
+    assert n.min() / 2 < lo < n.min() and n.max() < hi < 2 * n.max()
+    lo, hi = ax.get_ylim()
+    span = loss.max() - loss.min()
+    assert loss.min() - 0.2 * span < lo < loss.min() and loss.max() < hi < loss.max() + 0.2 * span
+    assert "isoflop mdlm-ce: 1e18: vertex-outside, vertex N* = 1e-30 off the axes" in notes
+
+    # N* panel: the valid estimates set the axis; intervals and the legend stretch it at most ~30x
+    valid = [c["n_star"] for a in fits["arms"].values() for c in a["cells"] if c["valid"]]
+    lo, hi = front.axes[0].get_ylim()
+    assert min(valid) / 30 < lo < min(valid) and max(valid) < hi < 30 * max(valid)
+    assert "frontiers mdlm-ce: flagged n_star beyond the axes, not drawn: 1e18 (1e-30)" in notes
+    lo, hi = front.axes[2].get_ylim()  # L* = 0.3 and an interval down to -3 are left out
+    assert 1 < lo < min(c["l_star"] for a in fits["arms"].values() for c in a["cells"] if c["valid"])
+
+    value = [v for v in fits["multiplier"]["curve"]["value"] if v is not None]
+    lo, hi = mult.axes[0].get_ylim()
+    assert min(value) / 30 < lo < min(value) and max(value) < hi < 30 * max(value)
+
+    for fig in (iso, front, res, mult):
+        assert _overlapping_tick_labels(fig) == []
+        plt.close(fig)
 
 
 @pytest.mark.parametrize(
