@@ -113,6 +113,14 @@ def load_runs(
                 f"--flops {convention} needs column {compute_col}, which {path} lacks: use --x budget"
             )
 
+    if "in_plan" in table.column_names:
+        in_plan = np.array([v is not False for v in table.column("in_plan").to_pylist()])
+        if not in_plan.all():
+            warnings.append(
+                f"left out {int((~in_plan).sum())} run(s) not in the sweep's current plan (in_plan = false)"
+            )
+            table = table.filter(pa.array(in_plan))
+
     if "status" in table.column_names:
         status = np.array(table.column("status").to_pylist(), dtype=object)
         keep = status == "done"

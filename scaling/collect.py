@@ -62,6 +62,7 @@ RUNS_COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
     ("seed", pa.int64()),
     *((c, pa.float64()) for c in FLOPS_COLUMNS),
     ("status", pa.string()),
+    ("in_plan", pa.bool_()),
     ("val_loss", pa.float64()),
     ("val_loss_stderr", pa.float64()),
     ("val_ppl", pa.float64()),
@@ -357,8 +358,11 @@ def _collect_chunk(folders: list[Path], sweep: str) -> tuple[dict, dict, list[st
     return cols.runs, cols.curves, warnings
 
 
-def collect(runs_dir: Path, sweep: str, workers: int | None = None) -> Collection:
-    """Reads every run folder under runs_dir; never raises for a bad folder.
+def collect(
+    runs_dir: Path, sweep: str, workers: int | None = None, plan_keys: set[str] | None = None
+) -> Collection:
+    """Reads every run folder under runs_dir; never raises for a bad folder. `in_plan` says
+    whether a run belongs to the sweep's current plan (`plan_keys`; all runs when None).
 
     Large sweeps are read by one process per core (parsing YAML dominates); contiguous chunks of
     the sorted folders keep the rows in run_key order.
@@ -378,6 +382,7 @@ def collect(runs_dir: Path, sweep: str, workers: int | None = None) -> Collectio
     else:
         parts = [_collect_chunk(folders, sweep)]
     runs_cols = {n: [v for p in parts for v in p[0][n]] for n, _ in RUNS_COLUMNS}
+    runs_cols["in_plan"] = [plan_keys is None or k in plan_keys for k in runs_cols["run_key"]]
     curves_cols = {n: [v for p in parts for v in p[1][n]] for n, _ in CURVES_COLUMNS}
     meta = {b"scaling.sweep": sweep.encode()}
     return Collection(

@@ -32,6 +32,7 @@ STATUS_FILE = "status.json"
 SPEC_FILE = "spec.yaml"
 RESULT_FILE = "result.json"
 MARKER_FILE = "store.json"  # results/<sweep>/store.json: the layout version of the folder
+PLAN_FILE = "plan.json"  # results/<sweep>/plan.json: the run keys of the sweep's latest plan
 
 
 @dataclass(frozen=True)
@@ -209,3 +210,16 @@ def _flops(flops, spec: RunSpec) -> float:
     if isinstance(flops, dict):
         return float(flops.get(spec.flops_convention, 0.0))
     return 0.0
+
+
+def write_plan_manifest(sweep_dir: Path, run_keys: list[str]) -> None:
+    """Records which run folders the sweep's current config plans; folders of an earlier config
+    stay on disk (nothing is deleted) but collect marks them `in_plan = false` and fits skip them."""
+    atomic.write_json(sweep_dir / PLAN_FILE, {"run_keys": sorted(run_keys)})
+
+
+def read_plan_manifest(sweep_dir: Path) -> set[str] | None:
+    try:
+        return set(json.loads((sweep_dir / PLAN_FILE).read_text())["run_keys"])
+    except (FileNotFoundError, json.JSONDecodeError, KeyError, TypeError):
+        return None

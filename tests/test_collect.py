@@ -196,3 +196,25 @@ def test_collected_losses_follow_the_law(sweep):
     n = np.array([t["params_non_embedding"][i] for i in done], dtype=float)
     d = np.array([t["tokens"][i] for i in done], dtype=float)
     np.testing.assert_allclose([t["val_loss"][i] for i in done], CHINCHILLA_LAW.loss(n, d), rtol=1e-12)
+
+
+def test_runs_outside_the_current_plan_are_marked_and_not_fitted(tmp_path):
+    """A config change leaves the old run folders on disk; collect marks them, fit skips them."""
+    from analysis.table import load_runs
+    from scaling import store
+    from scaling.collect import parquet_bytes
+
+    runs = tmp_path / "runs"
+    specs = run_specs(arms=("ar",), budgets=(1e12,), widths=(16, 24, 32, 48))
+    for s in specs:
+        write_run_folder(runs, s, "done")
+    keys = sorted(s.run_key for s in specs)
+    store.write_plan_manifest(tmp_path, keys[1:])
+    table = collect(runs, "t", plan_keys=store.read_plan_manifest(tmp_path)).runs
+    in_plan = dict(zip(table.column("run_key").to_pylist(), table.column("in_plan").to_pylist()))
+    assert in_plan[keys[0]] is False and all(in_plan[k] for k in keys[1:])
+    assert all(collect(runs, "t").runs.column("in_plan").to_pylist())
+    (tmp_path / "runs.parquet").write_bytes(parquet_bytes(table))
+    data, warnings = load_runs(tmp_path / "runs.parquet")
+    assert len(data) == len(specs) - 1
+    assert any("not in the sweep's current plan" in w for w in warnings)

@@ -12,7 +12,9 @@ pytestmark = pytest.mark.slow
 
 
 def scaling(*args, env):
-    return subprocess.run([sys.executable, "-m", "scaling.cli", *args], capture_output=True, text=True, env=env, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "scaling.cli", *args], capture_output=True, text=True, env=env, timeout=600
+    )
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from scaling import paths
+from scaling import paths, store
 from scaling.collect import collect, write_collection
 
 
@@ -20,7 +20,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    collection = collect(paths.runs_dir(args.sweep), args.sweep)
+    plan_keys = store.read_plan_manifest(paths.sweep_dir(args.sweep))
+    collection = collect(paths.runs_dir(args.sweep), args.sweep, plan_keys=plan_keys)
+    stale = collection.runs.num_rows - sum(collection.runs.column("in_plan").to_pylist())
+    if stale:
+        print(
+            f"scaling collect: note: {stale} run folder(s) are not in the sweep's current plan "
+            "(an earlier config); they are kept with in_plan = false and left out of fits",
+            file=sys.stderr,
+        )
     for w in collection.warnings:
         print(f"scaling collect: warning: {w}", file=sys.stderr)
     out = args.out if args.out is not None else paths.sweep_dir(args.sweep)

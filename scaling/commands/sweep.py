@@ -60,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
 
     store.init_layout(sweep_dir)
+    store.write_plan_manifest(sweep_dir, [r.run_key for r in runs])
     for r in runs:
         store.ensure_run(r.run_dir, r.spec)
         if not (r.run_dir / store.STATUS_FILE).exists():
