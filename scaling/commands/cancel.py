@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import argparse
 
-from scaling import paths, store
-from scaling.executors import cancel_jobs, reconcile, sweep_run_dirs
+from scaling import store
+from scaling.commands.status import sweep_views
+from scaling.executors import cancel_jobs
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -16,11 +17,7 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    sweep_dir = paths.sweep_dir(args.sweep)
-    store.check_layout(sweep_dir)
-    views, warnings = reconcile(sweep_run_dirs(sweep_dir))
-    for w in warnings:
-        print(f"warning: {w}")
+    views = sweep_views(args.sweep)
     active = [v for v in views if v.state in store.ACTIVE and v.status.job_id]
     job_ids = sorted({v.status.job_id for v in active})
     cancel_jobs(job_ids)

@@ -51,12 +51,18 @@ def run_rows(views: list[RunView]) -> list[dict]:
     return rows
 
 
-def run(args: argparse.Namespace) -> int:
-    sweep_dir = paths.sweep_dir(args.sweep)
+def sweep_views(sweep: str) -> list[RunView]:
+    """Every run of a sweep's folder, reconciled with its queue (warnings printed)."""
+    sweep_dir = paths.sweep_dir(sweep)
     store.check_layout(sweep_dir)
     views, warnings = reconcile(sweep_run_dirs(sweep_dir))
     for w in warnings:
         print(f"warning: {w}")
+    return views
+
+
+def run(args: argparse.Namespace) -> int:
+    views = sweep_views(args.sweep)
     if args.runs:
         print(render(run_rows(views), COLUMNS, args.format))
     print(counts_line(views))
