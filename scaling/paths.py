@@ -51,3 +51,16 @@ def shards_dir(corpus: str, tokenizer: str, vocab_size: int, val_fraction: float
     stem = Path(corpus).name if ("/" in corpus or corpus.endswith(".txt")) else corpus
     tok = tokenizer.split(":", 1)[0]
     return data_root() / f"{stem}-{tok}{vocab_size}-{digest}"
+
+
+def git_sha() -> str | None:
+    """The project's commit, recorded in results so a figure can be traced to its code."""
+    import subprocess
+
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(PROJECT_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None

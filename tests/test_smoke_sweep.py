@@ -34,11 +34,13 @@ def test_every_stage_writes_its_files(smoke):
     for run in runs:
         result = json.loads((run / "result.json").read_text())
         assert result["status"] == "done" and result["val_loss"] > 0
+        assert len(result["git_sha"]) == 40
 
     collect = scaling("collect", "smoke", env=env)
     assert collect.returncode == 0, collect.stderr
     table = pq.read_table(sweep / "runs.parquet").to_pandas()
-    assert len(table) == 12 and set(table["status"]) == {"done"}
+    assert len(table) == 12 and set(table["status"]) == {"done"} and table["in_plan"].all()
+    assert table["git_sha"].str.len().eq(40).all()
     assert pq.read_table(sweep / "curves.parquet").num_rows >= 12
 
     fit = scaling("fit", "smoke", "--bootstrap", "50", env=env)

@@ -46,7 +46,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from scaling import atomic, store
+from scaling import atomic, paths, store
 from scaling.errors import UserError
 from scaling.flops import CONVENTIONS, train_flops_per_seq
 from scaling.spec import RunSpec
@@ -522,6 +522,7 @@ class _Session:
             "restarts": self.stats["restarts"],
             "diverged_step": diverged_step,
             "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "git_sha": paths.git_sha(),
         }
         if self.env.is_main:
             atomic.write_json(self.run_dir / store.RESULT_FILE, result)
