@@ -167,3 +167,23 @@ def test_sweep_form_collect_fit_plot(tmp_path, monkeypatch, capsys):
     assert names == sorted(
         f"{f}.{e}" for f in ("frontiers", "isoflop", "multiplier", "residuals") for e in ("pdf", "png")
     )
+
+
+def test_rerun_on_unchanged_inputs_reuses_the_fit(runs_file, tmp_path, capsys):
+    out = tmp_path / "fits"
+    args = ("--runs", runs_file, "--out", out, "--bootstrap", 20)
+    code, first, _ = _fit(capsys, *args)
+    assert code == 0 and "unchanged runs and options" not in first
+    stamp = (out / "fits.json").stat().st_mtime_ns
+    code, again, _ = _fit(capsys, *args)
+    assert code == 0 and "unchanged runs and options" in again
+    assert again.split("\nunchanged")[0] == first.split("\nwrote")[0]  # the same summary
+    assert (out / "fits.json").stat().st_mtime_ns == stamp
+    # new options, new data or --force: a real refit
+    for changed in (("--force",), ("--seed", 7)):
+        _, stdout, _ = _fit(capsys, *args, *changed)
+        assert "unchanged runs and options" not in stdout and "\nwrote " in stdout
+    table = pq.read_table(runs_file)
+    pq.write_table(table.slice(1), runs_file)
+    _, stdout, _ = _fit(capsys, *args)
+    assert "unchanged runs and options" not in stdout

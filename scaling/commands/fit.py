@@ -5,10 +5,12 @@ Writes fits.json and fits.parquet (docs/results-schema.md) and prints a summary.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 from pathlib import Path
 
+import analysis
 from analysis.bootstrap import DEFAULT_N_BOOT
 from analysis.multiplier import DEFAULT_BASELINE, DEFAULT_CANDIDATE
 from analysis.table import MINIMAL_COLUMNS, X_CHOICES
@@ -54,6 +56,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--baseline", help=f"arm it is compared with (default {DEFAULT_BASELINE})")
     parser.add_argument("--arms", help="comma-separated arms to fit (default: every arm in the table)")
+    parser.add_argument(
+        "--force", action="store_true", help="refit even when the runs and options are those of the last fit"
+    )
 
 
 def _inputs(args: argparse.Namespace) -> tuple[Path, Path]:
@@ -84,6 +89,14 @@ def run(args: argparse.Namespace) -> int:
         outside = sorted(pair - set(arms))
         if outside:
             raise UserError(f"--candidate/--baseline {', '.join(outside)} not in --arms: add it to --arms")
+    digest = _input_digest(runs_path, args)
+    cached = _cached(out, digest) if not args.force else None
+    if cached is not None:
+        for w in cached["warnings"]:
+            print(f"scaling fit: warning: {w}", file=sys.stderr)
+        print(cached["summary"])
+        print(f"\nunchanged runs and options: kept {out / 'fits.json'} (--force refits)")
+        return 0
     data, warnings = load_runs(runs_path, flops=args.flops, x=args.x, arms=arms)
     options = FitOptions(
         n_boot=args.bootstrap,
@@ -96,13 +109,43 @@ def run(args: argparse.Namespace) -> int:
     # both files are serialized before either is written: a failure leaves no partial output
     fits_json = json.dumps(to_json(report), indent=1, allow_nan=False) + "\n"
     fits_parquet = parquet_bytes(to_table(report))
-    for w in warnings + report.warnings:
+    all_warnings = warnings + report.warnings
+    for w in all_warnings:
         print(f"scaling fit: warning: {w}", file=sys.stderr)
-    print(summary(report))
+    text = summary(report)
+    print(text)
     atomic.write_text(out / "fits.json", fits_json)
     atomic.write_bytes(out / "fits.parquet", fits_parquet)
+    atomic.write_json(out / CACHE_FILE, {"digest": digest, "warnings": all_warnings, "summary": text})
     print(f"\nwrote {out / 'fits.json'} and {out / 'fits.parquet'}")
     return 0
+
+
+CACHE_FILE = ".fit-cache.json"  # what the last fit read and printed: a rerun on the same inputs reuses it
+
+
+def _input_digest(runs_path: Path, args: argparse.Namespace) -> str | None:
+    """Everything the fit depends on: the table's bytes, the options and the fitting code."""
+    try:
+        table = runs_path.read_bytes()
+    except OSError:
+        return None  # load_runs reports the problem
+    h = hashlib.sha256(table)
+    options = [args.flops, args.x, args.bootstrap, args.seed, args.candidate, args.baseline, args.arms]
+    h.update(json.dumps(options).encode())
+    for source in sorted(Path(analysis.__file__).parent.glob("*.py")):
+        h.update(source.read_bytes())
+    return h.hexdigest()
+
+
+def _cached(out: Path, digest: str | None) -> dict | None:
+    if digest is None or not (out / "fits.json").exists() or not (out / "fits.parquet").exists():
+        return None
+    try:
+        cache = json.loads((out / CACHE_FILE).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return cache if isinstance(cache, dict) and cache.get("digest") == digest else None
 
 
 def _progress(i: int, n: int) -> None:
