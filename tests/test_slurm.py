@@ -239,7 +239,8 @@ def test_preemption_and_time_limit_requeue_and_resume_to_the_same_loss(slurm_clu
     preempt, timed = sweep_dir / "runs" / "preempt", sweep_dir / "runs" / "time-limit"
     # slurmctld checks time limits every 30 s and sends the warning up to one period early: with
     # USR2 5 s before a 1-minute limit it lands 25-55 s after the start, the kill one check later.
-    # 70 s of training on one core (measured here) makes sure the first attempt is cut.
+    # 150 s of training on one core (measured here) makes sure the first attempt is cut, even when
+    # the job runs faster than the calibration did (with 70 s a run once finished inside the limit).
     long, short = long_spec(steps=steps_for_seconds(env, 150)), long_spec(steps=800, seed=1)
     refs = {timed: reference(env / "ref-time-limit", long), preempt: reference(env / "ref-preempt", short)}
     limit = slurm_executor(
