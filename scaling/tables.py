@@ -55,3 +55,11 @@ def _csv(value) -> str:
 
 def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def duration(seconds: float) -> str:
+    """1h05m above an hour, else 3m07s (ETAs and elapsed times)."""
+    seconds = int(seconds)
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"

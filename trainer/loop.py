@@ -50,6 +50,7 @@ from scaling import atomic, paths, store
 from scaling.errors import UserError
 from scaling.flops import CONVENTIONS, train_flops_per_seq
 from scaling.spec import RunSpec
+from scaling.tables import duration
 from trainer import checkpoint, data
 from trainer import distributed as dist
 from trainer.arms import Arm, get_arm
@@ -144,7 +145,7 @@ def peak_flops(device: torch.device) -> float | None:
     if os.environ.get("SCALING_PEAK_FLOPS"):
         return float(os.environ["SCALING_PEAK_FLOPS"])
     if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
+        name = torch.cuda.getdevice_name(device)
         return next((v for k, v in PEAK_BF16.items() if k in name), None)
     return measure_matmul_flops(threads=torch.get_num_threads())  # cached per thread count
 
@@ -183,7 +184,7 @@ class _Signals:
             signal.signal(s, h)
 
 
-def _autocast(spec: RunSpec, device: torch.device):
+def autocast_for(spec: RunSpec, device: torch.device):
     if spec.precision == "bf16" or (spec.precision == "auto" and device.type == "cuda"):
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return nullcontext()
@@ -207,7 +208,7 @@ def evaluate(
     per_window = torch.zeros(n, dtype=torch.float64, device=device)
     gen = torch.Generator(device=device)
     model.eval()
-    with torch.no_grad(), _autocast(spec, device):
+    with torch.no_grad(), autocast_for(spec, device):
         for c, start in enumerate(range(0, n, per_chunk)):
             if c % env.world_size != env.rank:
                 continue
@@ -235,15 +236,6 @@ def _json_line(obj) -> str:
 
 def _finite_or_none(x: float | None) -> float | None:
     return x if x is not None and math.isfinite(x) else None
-
-
-def _eta(seconds: float) -> str:
-    seconds = int(seconds)
-    return (
-        f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-        if seconds >= 3600
-        else f"{seconds // 60}m{seconds % 60:02d}s"
-    )
 
 
 def train(spec: RunSpec, run_dir: str | Path, *, handle_signals: bool = True, log=None) -> dict:
@@ -407,7 +399,7 @@ class _Session:
                     mfu_text = f" mfu {mfu:.2f}" if mfu is not None else ""
                     self.say(
                         f"[{spec.run_key}] step {step}/{spec.steps} loss {train_loss:.4f} lr {lr:.2e} "
-                        f"{tokens_per_s:,.0f} tok/s{mfu_text} eta {_eta(eta)}"
+                        f"{tokens_per_s:,.0f} tok/s{mfu_text} eta {duration(eta)}"
                     )
                 interval_time, interval_steps = 0.0, 0
             if (spec.eval.every > 0 and step % spec.eval.every == 0) or step == spec.steps:
@@ -440,7 +432,7 @@ class _Session:
             self.generator.manual_seed(_seed(spec.seed, s, env.rank * plan.accum + m))
             last = m == plan.accum - 1
             with nullcontext() if last or not env.enabled else self.ddp.no_sync():
-                with _autocast(spec, self.device):
+                with autocast_for(spec, self.device):
                     loss = self.arm.training_loss(
                         self.ddp, batch[rows], None if t is None else t[rows], self.generator
                     )
@@ -517,7 +509,7 @@ class _Session:
             "wall_s": self.wall_s(),
             "tokens_per_s": progress["tokens"] / train_time if train_time else None,
             "mfu": achieved / self.peak if achieved and self.peak else None,
-            "device": _device_name(self.device),
+            "device": device_name(self.device),
             "world_size": self.env.world_size,
             "restarts": self.stats["restarts"],
             "diverged_step": diverged_step,
@@ -539,7 +531,7 @@ class _Session:
         return result
 
 
-def _device_name(device: torch.device) -> str:
+def device_name(device: torch.device) -> str:
     if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
+        return torch.cuda.getdevice_name(device)
     return f"cpu ({torch.get_num_threads()} threads)"

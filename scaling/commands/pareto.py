@@ -103,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
     from trainer import data
     from trainer.arms import get_arm
     from trainer.checkpoint import load_final_model
-    from trainer.loop import _autocast, _device_name
+    from trainer.loop import autocast_for, device_name
     from trainer.sampling import SampleOptions
 
     steps_list = _check(args)
@@ -134,11 +134,11 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(
             f"--judge {judge_spec.run_key} is a {judge_spec.arm} run: the judge must be an AR model"
         )
-    judge_precision = _autocast(judge_spec, device)
+    judge_precision = autocast_for(judge_spec, device)
     shards = data.open_shards(data.prepare_data(judge_spec.data, log=lambda m: None))
     counts = np.bincount(np.asarray(shards.train[:FIRST_TOKEN_PREFIX]), minlength=judge_spec.model.vocab)
     first_token = torch.from_numpy(counts / counts.sum())
-    say(f"judge: {judge_spec.run_key} (val_loss from its run), device: {_device_name(device)}")
+    say(f"judge: {judge_spec.run_key} (val_loss from its run), device: {device_name(device)}")
 
     rows, sample_len = [], None
     for c in choices:
@@ -165,7 +165,15 @@ def run(args: argparse.Namespace) -> int:
         for steps in [T] if is_ar else steps_list:
             options = SampleOptions(steps, args.top_p, first_token=first_token if is_ar else None)
             m = pareto.measure_sampling(
-                arm, model, T, options, args.batch, args.samples, args.seed, device, _autocast(spec, device)
+                arm,
+                model,
+                T,
+                options,
+                args.batch,
+                args.samples,
+                args.seed,
+                device,
+                autocast_for(spec, device),
             )
             nll = pareto.judge_nll(judge, m.tokens, args.batch, device, judge_precision)
             row = {
@@ -187,7 +195,7 @@ def run(args: argparse.Namespace) -> int:
                 "gen_ppl": float(np.exp(nll)),
                 "entropy": pareto.unigram_entropy(m.tokens.numpy()),
                 "judge": judge_spec.run_key,
-                "device": _device_name(device),
+                "device": device_name(device),
             }
             rows.append(row)
             say(

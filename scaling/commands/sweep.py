@@ -18,7 +18,7 @@ from scaling.commands.status import counts_line, run_rows
 from scaling.config import load_sweep
 from scaling.executors import Executor, Run, make_executor, parse_cluster, reconcile
 from scaling.plan import plan_sweep
-from scaling.tables import render
+from scaling.tables import duration, render
 
 SUMMARY_COLUMNS = ["arm", "model", "budget", "state", "requeues", "step", "last_loss", "reason"]
 
@@ -92,13 +92,6 @@ def _job_summary(ids: list[str]) -> str:
     return ", ".join(ids) if len(ids) <= 6 else f"{', '.join(ids[:3])}, ... {ids[-1]} ({len(ids)})"
 
 
-def _duration(seconds: float) -> str:
-    seconds = int(seconds)
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
-
-
 class ProgressLine:
     """Runs done / total, FLOPs done / total, ETA: redrawn on a terminal, else printed on change."""
 
@@ -117,7 +110,7 @@ class ProgressLine:
             self.flops_at_start = done_flops
         elapsed = time.monotonic() - self.start
         rate = (done_flops - self.flops_at_start) / elapsed if elapsed > 0 else 0.0
-        eta = _duration((total - done_flops) / rate) if rate > 0 else "?"
+        eta = duration((total - done_flops) / rate) if rate > 0 else "?"
         pct = 100 * done_flops / total if total else 100.0
         line = (
             f"{ended}/{len(views)} runs done | {done_flops:.3g}/{total:.3g} FLOPs ({pct:.0f}%) | "
