@@ -169,6 +169,14 @@ def test_sweep_is_idempotent_and_reruns_only_a_deleted_result(env, capsys):
     out = capsys.readouterr().out
     assert "2 runs: 2 done" in out and out.count(" done ") == 2
 
+    assert main([*args, "sizes.default=[d8-l1]"]) == 0  # a narrower plan: the d16 folder is stale
+    assert "0 to submit" in capsys.readouterr().out
+    assert main(["status", "t"]) == 0
+    out = capsys.readouterr().out
+    assert "1 runs: 1 done" in out and "1 run folder(s) of earlier plans" in out
+    assert main(["status", "t", "--all"]) == 0
+    assert "2 runs: 2 done" in capsys.readouterr().out
+
 
 def test_dry_run_prints_resources_and_writes_nothing(env, capsys):
     assert main(["sweep", "t", "cluster.threads_per_run=1", "--dry-run"]) == 0
