@@ -19,7 +19,7 @@ from scaling import store
 from scaling.cli import main
 from scaling.executors import Run, reconcile
 from scaling.executors.base import LocalConfig
-from scaling.executors.local import LocalExecutor, slots
+from scaling.executors.local import LocalExecutor, cpu_count, slots
 from scaling.flops import ModelShape, train_flops_per_seq
 from scaling.paths import PROJECT_ROOT
 
@@ -123,7 +123,8 @@ def reference_result(tmp_path: Path, spec_path: Path) -> dict:
 
 def test_slots_split_cores_and_gpus():
     cores = os.cpu_count()
-    assert slots(LocalConfig(), gpus=[]).parallel == 1
+    assert slots(LocalConfig(), gpus=[]).parallel == cpu_count()  # small CPU runs: one per core
+    assert slots(LocalConfig(), gpus=[]).threads == 1
     assert slots(LocalConfig(threads_per_run=3), gpus=[]).threads == 3
     four = slots(LocalConfig(), gpus=["0", "1", "2", "3"])
     assert (four.parallel, four.gpus) == (4, ("0", "1", "2", "3"))  # one run per GPU

@@ -74,7 +74,7 @@ class Executor(ABC):
 @dataclass(frozen=True)
 class LocalConfig:
     executor: str = "local"
-    max_parallel: int = 0  # 0: one run per GPU when GPUs are present, else 1
+    max_parallel: int = 0  # 0: one run per GPU when GPUs are present, else one per CPU core
     threads_per_run: int = 0  # 0: the cores split evenly between parallel runs
     poll_s: float = 2.0
     wait_timeout_h: float = 168.0

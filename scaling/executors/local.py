@@ -53,7 +53,7 @@ class Slots:
 
 def slots(config: LocalConfig, gpus: list[str] | None = None) -> Slots:
     gpus = gpu_ids() if gpus is None else gpus
-    parallel = config.max_parallel or len(gpus) or 1
+    parallel = config.max_parallel or len(gpus) or cpu_count()  # on CPU: one single-threaded run per core
     if gpus:
         parallel = min(parallel, len(gpus))  # one run per GPU
     threads = config.threads_per_run or max(1, cpu_count() // parallel)
