@@ -214,3 +214,15 @@ def test_ladder_generator_spreads_sizes():
         assert s.d_model % s.n_heads == 0 and s.d_model // s.n_heads <= 64
     with pytest.raises(UserError):
         generate_ladder(1e6, 1e4, 5, 257, 128)
+
+
+@pytest.mark.parametrize("cluster", ["local", "slurm", "slurm-cpu"])
+@pytest.mark.parametrize("sweep", ["tiny", "cpu", "smoke", "paper"])
+def test_every_bundled_sweep_plans_on_every_bundled_cluster(sweep, cluster):
+    """A sweep file must not set options of one executor (tiny once set max_parallel, which broke
+    `make sweep CLUSTER=slurm`)."""
+    from scaling.executors import parse_cluster
+
+    cfg = load_sweep(sweep, [f"cluster={cluster}"])
+    assert parse_cluster(cfg.cluster).executor == cluster.split("-")[0]
+    assert plan_sweep(cfg).runs
