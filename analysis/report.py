@@ -9,6 +9,7 @@ import numpy as np
 import pyarrow as pa
 
 from analysis.fit import CELL_QUANTITIES, FRONTIER_LAWS, ArmFit, FitReport, Key
+from analysis.isoflop import Cell
 from analysis.multiplier import efficiency_sentence
 from scaling.spec import budget_tag
 
@@ -220,6 +221,33 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return ["  " + "  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in [header, *rows]]
 
 
+def _cell_word(c: Cell) -> str:
+    """`ok`, or the flags with the side of an outside vertex (which way the sizes should move)."""
+    if c.valid:
+        return "ok"
+    side = "below" if c.parabola.vertex_x < c.ln_n_min else "above"
+    return ", ".join(f"vertex {side} sizes" if flag == "vertex-outside" else flag for flag in c.flags)
+
+
+def cells_grid(report: FitReport) -> list[str]:
+    """Arm x budget: `ok` where the IsoFLOP curve is convex with its vertex inside the sampled sizes,
+    else the flags; fitted power laws use the `ok` cells only."""
+    budgets = sorted({c.budget for f in report.arms.values() for c in f.cells})
+    if not budgets:
+        return []
+    rows = []
+    for f in report.arms.values():
+        by_budget = {c.budget: c for c in f.cells}
+        rows.append([f.arm] + [_cell_word(by_budget[b]) if b in by_budget else "-" for b in budgets])
+    n_ok = sum(row.count("ok") for row in rows)
+    n_cells = sum(len(f.cells) for f in report.arms.values())
+    return [
+        f"cells: {n_ok} of {n_cells} convex with the vertex inside the sampled sizes (ok); "
+        "only those enter the power laws",
+        *_table(["arm", *(budget_tag(b) for b in budgets)], rows),
+    ]
+
+
 def summary(report: FitReport) -> str:
     o = report.options
     lines = [
@@ -230,16 +258,23 @@ def summary(report: FitReport) -> str:
     for f in report.arms.values():
         a = f.arm
         lines += ["", f"{a} ({f.n_runs} runs)"]
-        if f.cells:
+        if f.cells:  # a flagged cell's vertex is an extrapolation (or a maximum): not printed
             lines += _table(
-                ["budget", "C*", "N*", "D*", "L*", "flags"],
+                ["budget", "sizes N", "C*", "N*", "D*", "L*", "flags"],
                 [
                     [
                         budget_tag(c.budget),
-                        _g(c.c_star),
+                        f"{_g(math.exp(c.ln_n_min))}-{_g(math.exp(c.ln_n_max))}",
                         *(
-                            _with_ci(report, Key("isoflop", a, c.budget, q))
-                            for q in ("n_star", "d_star", "l_star")
+                            [
+                                _g(c.c_star),
+                                *(
+                                    _with_ci(report, Key("isoflop", a, c.budget, q))
+                                    for q in ("n_star", "d_star", "l_star")
+                                ),
+                            ]
+                            if c.valid
+                            else ["-"] * 4
                         ),
                         ", ".join(c.flags) or "-",
                     ]
@@ -261,14 +296,7 @@ def summary(report: FitReport) -> str:
             params = "  ".join(f"{q} {ci[q]}" for q in ("E", "A", "B", "alpha", "beta"))
             lines.append(f"  Approach 3: {params}")
             lines.append(f"  Approach 3: N_opt ~ C^{ci['n_opt_exponent']} (under C = 6ND)")
-    flagged = [
-        f"{f.arm} {budget_tag(c.budget)} ({', '.join(c.flags)})"
-        for f in report.arms.values()
-        for c in f.cells
-        if c.flags
-    ]
-    if flagged:
-        lines += ["", "flagged cells, left out of the power laws: " + "; ".join(flagged)]
+    lines += ["", *cells_grid(report)]
     sentence = multiplier_sentence(report)
     if sentence is not None:
         m = report.multiplier

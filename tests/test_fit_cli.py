@@ -187,3 +187,24 @@ def test_rerun_on_unchanged_inputs_reuses_the_fit(runs_file, tmp_path, capsys):
     pq.write_table(table.slice(1), runs_file)
     _, stdout, _ = _fit(capsys, *args)
     assert "unchanged runs and options" not in stdout
+
+
+def test_summary_grid_names_the_side_of_an_outside_vertex(tmp_path, capsys):
+    """Only the larger half of the sizes at 1e20: the vertex lies below them; that cell prints no
+    vertex (an extrapolation) and the grid says which way the sizes should move."""
+    runs = isoflop_runs(arm="mdlm-ce", noise=0.001, seed=4, sizes_per_budget=8)
+    at_top = runs["budget_flops"] == runs["budget_flops"].max()
+    median = np.median(runs["params_non_embedding"][at_top])
+    keep = ~at_top | (runs["params_non_embedding"] > median)
+    pq.write_table(pa.table({k: v[keep].tolist() for k, v in runs.items()}), tmp_path / "r.parquet")
+    code, stdout, err = _fit(
+        capsys, "--runs", tmp_path / "r.parquet", "--out", tmp_path / "o", "--bootstrap", 0
+    )
+    assert code == 0, err
+    top = f"{runs['budget_flops'].max():.3g}".replace("+", "")
+    row = next(line.split() for line in stdout.splitlines() if line.split()[:1] == [top])
+    assert row[2:6] == ["-"] * 4 and row[-1] == "vertex-outside", stdout
+    n_budgets = len(np.unique(runs["budget_flops"]))
+    assert f"cells: {n_budgets - 1} of {n_budgets} convex with the vertex inside" in stdout
+    grid = [line.split() for line in stdout.splitlines() if line.split()[:1] == ["mdlm-ce"]][-1]
+    assert grid == ["mdlm-ce", *["ok"] * (n_budgets - 1), "vertex", "below", "sizes"], stdout
