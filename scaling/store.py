@@ -33,6 +33,7 @@ SPEC_FILE = "spec.yaml"
 RESULT_FILE = "result.json"
 MARKER_FILE = "store.json"  # results/<sweep>/store.json: the layout version of the folder
 PLAN_FILE = "plan.json"  # results/<sweep>/plan.json: the run keys of the sweep's latest plan
+CHECKPOINT_DIR = "checkpoints"  # <run_dir>/checkpoints/step-<N>.pt (written by trainer.checkpoint)
 
 
 @dataclass(frozen=True)
@@ -168,6 +169,11 @@ def ensure_run(run_dir: Path, spec: RunSpec) -> None:
     path = run_dir / SPEC_FILE
     if not path.exists():
         atomic.write_text(path, spec.to_yaml())
+
+
+def has_checkpoint(run_dir: Path) -> bool:
+    """Whether a (re)submitted run will resume rather than start from step 0."""
+    return any((run_dir / CHECKPOINT_DIR).glob("step-*.pt"))
 
 
 def load_run_spec(run_dir: Path) -> RunSpec:

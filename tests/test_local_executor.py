@@ -215,7 +215,7 @@ def test_ctrl_c_stops_cleanly_and_the_next_sweep_resumes_to_the_same_loss(env):
         [sys.executable, "-m", "scaling.cli", "sweep", *args], capture_output=True, text=True, timeout=300
     )
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    assert "1 to submit" in resumed.stdout
+    assert "1 to submit (local), 1 of them resuming from a checkpoint" in resumed.stdout
     result = json.loads((run_dir / "result.json").read_text())
     assert result["restarts"] == 1
     assert result["val_loss"] == reference_result(env, run_dir / "spec.yaml")["val_loss"]

@@ -28,7 +28,7 @@ _NAME = re.compile(r"step-(\d+)\.pt$")
 
 
 def folder(run_dir: str | Path) -> Path:
-    return Path(run_dir) / "checkpoints"
+    return Path(run_dir) / store.CHECKPOINT_DIR
 
 
 def listing(run_dir: str | Path) -> list[tuple[int, Path]]:

@@ -53,7 +53,9 @@ def run(args: argparse.Namespace) -> int:
     resources = {r.run_key: executor.resources(r) for r in todo}  # a run no entry fits fails here
     ended = sum(state.get(r.run_dir) in store.ENDED for r in runs)
     active = sum(state.get(r.run_dir) in store.ACTIVE for r in runs)
-    print(f"{ended} ended, {active} queued or running, {len(todo)} to submit ({executor.name})")
+    resuming = sum(store.has_checkpoint(r.run_dir) for r in todo)
+    resume_note = f", {resuming} of them resuming from a checkpoint" if resuming else ""
+    print(f"{ended} ended, {active} queued or running, {len(todo)} to submit ({executor.name}){resume_note}")
     if args.dry_run:
         if todo:
             print(render(_dry_rows(todo, resources), ["run_key", "steps", *next(iter(resources.values()))]))
