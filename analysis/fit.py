@@ -369,6 +369,11 @@ def _common_range(fits: dict[str, ArmFit], cand: str, base: str) -> LossRange:
     )
 
 
+def _arms_are(arms: list[str], singular: str, plural: str) -> str:
+    """'arm x has' or 'arms x and y have'."""
+    return f"arm {arms[0]} {singular}" if len(arms) == 1 else f"arms {' and '.join(arms)} {plural}"
+
+
 def _multiplier_setup(fits: dict[str, ArmFit], options: FitOptions, warnings: list[str]):
     """(candidate, baseline, loss grid, reference loss), or None with a warning saying why."""
     cand, base = options.candidate, options.baseline
@@ -377,13 +382,15 @@ def _multiplier_setup(fits: dict[str, ArmFit], options: FitOptions, warnings: li
     missing = [a for a in (cand, base) if a not in fits]
     if missing:
         warnings.append(
-            f"no compute multiplier: arm {' and '.join(missing)} not in the data "
+            f"no compute multiplier: {_arms_are(missing, 'is', 'are')} not in the data "
             "(choose the pair with --candidate/--baseline)"
         )
         return None
     lacking = [a for a in (cand, base) if fits[a].frontier is None]
     if lacking:
-        warnings.append(f"no compute multiplier: arm {' and '.join(lacking)} has fewer than 2 valid budgets")
+        warnings.append(
+            f"no compute multiplier: {_arms_are(lacking, 'has', 'have')} fewer than 2 valid budgets"
+        )
         return None
     span = _common_range(fits, cand, base)
     if span.extrapolated:
