@@ -40,6 +40,8 @@ def test_sentence():
     assert s == "mdlm-ce is 12.3% [8.1, 16.0] more FLOPs-efficient than mdlm-elbo at val loss 3.10"
     s = efficiency_sentence("a", "b", 0.9, 0.85, 0.95, 2.0)
     assert s == "a is 10.0% [5.0, 15.0] less FLOPs-efficient than b at val loss 2.00"
+    s = efficiency_sentence("a", "b", 1.2, float("nan"), float("nan"), 2.0)  # --bootstrap 0
+    assert s == "a is 20.0% more FLOPs-efficient than b at val loss 2.00"
 
 
 def _exact_parabola_runs(k: float, arm: str, budgets=(1e18, 3e18, 1e19)) -> dict:
