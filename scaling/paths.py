@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from scaling.errors import UserError
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -64,3 +66,30 @@ def git_sha() -> str | None:
     except (OSError, subprocess.TimeoutExpired):
         return None
     return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def stage_paths(
+    command: str,
+    sweep: str | None,
+    given: Path | None,
+    out: Path | None,
+    *,
+    flag: str,
+    what: str,
+    reads: str,
+    writes: str,
+    out_holds: str,
+) -> tuple[Path, Path]:
+    """Input file and output folder of a stage that reads either results/<sweep>/<reads> (writing
+    into results/<sweep>/<writes> unless --out says otherwise) or a file given with `flag`."""
+    if given is not None:
+        if sweep is not None:
+            raise UserError(f"give either SWEEP or {flag} FILE, not both")
+        if out is None:
+            raise UserError(f"{flag} needs --out DIR for {out_holds}")
+        return given, out
+    if sweep is None:
+        raise UserError(
+            f"name a sweep (scaling {command} SWEEP) or a {what} (scaling {command} {flag} FILE --out DIR)"
+        )
+    return sweep_dir(sweep) / reads, out or sweep_dir(sweep) / writes

@@ -61,18 +61,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _inputs(args: argparse.Namespace) -> tuple[Path, Path]:
-    if args.runs is not None:
-        if args.sweep is not None:
-            raise UserError("give either SWEEP or --runs FILE, not both")
-        if args.out is None:
-            raise UserError("--runs needs --out DIR for fits.json and fits.parquet")
-        return args.runs, args.out
-    if args.sweep is None:
-        raise UserError("name a sweep (scaling fit SWEEP) or a table (scaling fit --runs FILE --out DIR)")
-    return paths.sweep_dir(args.sweep) / "runs.parquet", args.out or paths.sweep_dir(args.sweep) / "fits"
-
-
 def run(args: argparse.Namespace) -> int:
     # imported here so that `scaling --help` does not load scipy
     from analysis.fit import FitOptions, fit_runs
@@ -80,7 +68,17 @@ def run(args: argparse.Namespace) -> int:
     from analysis.table import load_runs
     from scaling.collect import parquet_bytes
 
-    runs_path, out = _inputs(args)
+    runs_path, out = paths.stage_paths(
+        "fit",
+        args.sweep,
+        args.runs,
+        args.out,
+        flag="--runs",
+        what="table",
+        reads="runs.parquet",
+        writes="fits",
+        out_holds="fits.json and fits.parquet",
+    )
     if args.bootstrap < 0:
         raise UserError(f"--bootstrap {args.bootstrap}: give a count >= 0")
     arms = [a.strip() for a in args.arms.split(",") if a.strip()] if args.arms else None

@@ -21,20 +21,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, help="output folder (required with --fits)")
 
 
-def _inputs(args: argparse.Namespace) -> tuple[Path, Path]:
-    if args.fits is not None:
-        if args.sweep is not None:
-            raise UserError("give either SWEEP or --fits FILE, not both")
-        if args.out is None:
-            raise UserError("--fits needs --out DIR for the figures")
-        return args.fits, args.out
-    if args.sweep is None:
-        raise UserError("name a sweep (scaling plot SWEEP) or a fit (scaling plot --fits FILE --out DIR)")
-    return paths.sweep_dir(args.sweep) / "fits" / "fits.json", args.out or paths.sweep_dir(
-        args.sweep
-    ) / "plots"
-
-
 def load_fits(path: Path) -> dict:
     from analysis.report import FITS_SCHEMA_VERSION
 
@@ -56,7 +42,17 @@ def load_fits(path: Path) -> dict:
 def run(args: argparse.Namespace) -> int:
     from analysis.plots import plot_all
 
-    fits_path, out = _inputs(args)
+    fits_path, out = paths.stage_paths(
+        "plot",
+        args.sweep,
+        args.fits,
+        args.out,
+        flag="--fits",
+        what="fit",
+        reads="fits/fits.json",
+        writes="plots",
+        out_holds="the figures",
+    )
     written, notes = plot_all(load_fits(fits_path), out)
     for n in notes:
         print(f"scaling plot: note: {n}", file=sys.stderr)
