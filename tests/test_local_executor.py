@@ -88,6 +88,23 @@ def results_of(results: Path, sweep: str = "t") -> dict[str, dict]:
     return {p.name: json.loads((p / "result.json").read_text()) for p in runs_of(results, sweep)}
 
 
+def rerun_after_deleting_a_result(
+    results: Path, argv: list[str], victim: Path, submit_line: str, capsys
+) -> None:
+    """Deleting one run's result.json makes the next sweep resubmit that run alone, to the same
+    losses; every other run's status stays untouched."""
+    first, losses = statuses(results), {k: r["val_loss"] for k, r in results_of(results).items()}
+    (victim / "result.json").unlink()
+    assert main(argv) == 0
+    assert submit_line in capsys.readouterr().out
+    after = statuses(results)
+    assert after[victim.name]["job_id"] != first[victim.name]["job_id"]
+    assert {k: v for k, v in after.items() if k != victim.name} == {
+        k: v for k, v in first.items() if k != victim.name
+    }
+    assert {k: r["val_loss"] for k, r in results_of(results).items()} == losses
+
+
 def wait_for_step(run_dir: Path, step: int, timeout: float = 120) -> int:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -149,22 +166,14 @@ def test_sweep_is_idempotent_and_reruns_only_a_deleted_result(env, capsys):
     first = statuses(results)
     assert {s["state"] for s in first.values()} == {"done"}
     assert len({s["job_id"] for s in first.values()}) == 1  # one runner for the submission
-    losses = {k: r["val_loss"] for k, r in results_of(results).items()}
 
     assert main(args) == 0
     assert "2 ended, 0 queued or running, 0 to submit" in capsys.readouterr().out
     assert statuses(results) == first  # nothing was touched
 
-    victim = runs_of(results)[1]
-    (victim / "result.json").unlink()
-    assert main(args) == 0
-    assert "1 ended, 0 queued or running, 1 to submit" in capsys.readouterr().out
-    after = statuses(results)
-    assert after[victim.name]["job_id"] != first[victim.name]["job_id"]
-    assert {k: v for k, v in after.items() if k != victim.name} == {
-        k: v for k, v in first.items() if k != victim.name
-    }
-    assert {k: r["val_loss"] for k, r in results_of(results).items()} == losses
+    rerun_after_deleting_a_result(
+        results, args, runs_of(results)[1], "1 ended, 0 queued or running, 1 to submit", capsys
+    )
 
     assert main(["status", "t", "--runs"]) == 0
     out = capsys.readouterr().out

@@ -19,7 +19,14 @@ import time
 from pathlib import Path
 
 import pytest
-from test_local_executor import long_run_overrides, results_of, runs_of, statuses, sweep_env
+from test_local_executor import (
+    long_run_overrides,
+    rerun_after_deleting_a_result,
+    results_of,
+    runs_of,
+    statuses,
+    sweep_env,
+)
 
 from scaling import store
 from scaling.cli import main
@@ -220,16 +227,7 @@ def test_sweep_through_submitit_matches_local_and_is_idempotent(slurm_cluster, e
     assert set((results / "t" / "submitit").iterdir()) == submissions
     assert statuses(results) == first
 
-    victim = runs_of(results)[2]
-    (victim / "result.json").unlink()
-    assert main(on_slurm) == 0
-    assert "1 to submit (slurm)" in capsys.readouterr().out
-    after = statuses(results)
-    assert after[victim.name]["job_id"] != first[victim.name]["job_id"]
-    assert {k: v for k, v in after.items() if k != victim.name} == {
-        k: v for k, v in first.items() if k != victim.name
-    }
-    assert {k: r["val_loss"] for k, r in results_of(results).items()} == on_slurm_losses
+    rerun_after_deleting_a_result(results, on_slurm, runs_of(results)[2], "1 to submit (slurm)", capsys)
 
 
 @pytest.mark.slurm
