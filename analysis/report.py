@@ -221,6 +221,16 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return ["  " + "  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in [header, *rows]]
 
 
+def _vertex_columns(report: FitReport, c: Cell) -> list[str]:
+    """C*, N*, D*, L* of a cell; none for a flagged cell, whose vertex is an extrapolation (or a maximum)."""
+    if not c.valid:
+        return ["-"] * 4
+    return [
+        _g(c.c_star),
+        *(_with_ci(report, Key("isoflop", c.arm, c.budget, q)) for q in ("n_star", "d_star", "l_star")),
+    ]
+
+
 def _cell_word(c: Cell) -> str:
     """`ok`, or the flags with the side of an outside vertex (which way the sizes should move)."""
     if c.valid:
@@ -232,17 +242,17 @@ def _cell_word(c: Cell) -> str:
 def cells_grid(report: FitReport) -> list[str]:
     """Arm x budget: `ok` where the IsoFLOP curve is convex with its vertex inside the sampled sizes,
     else the flags; fitted power laws use the `ok` cells only."""
-    budgets = sorted({c.budget for f in report.arms.values() for c in f.cells})
-    if not budgets:
+    cells = {(c.arm, c.budget): c for f in report.arms.values() for c in f.cells}
+    if not cells:
         return []
-    rows = []
-    for f in report.arms.values():
-        by_budget = {c.budget: c for c in f.cells}
-        rows.append([f.arm] + [_cell_word(by_budget[b]) if b in by_budget else "-" for b in budgets])
-    n_ok = sum(row.count("ok") for row in rows)
-    n_cells = sum(len(f.cells) for f in report.arms.values())
+    budgets = sorted({b for _, b in cells})
+    rows = [
+        [arm] + [_cell_word(cells[arm, b]) if (arm, b) in cells else "-" for b in budgets]
+        for arm in report.arms
+    ]
+    n_ok = sum(c.valid for c in cells.values())
     return [
-        f"cells: {n_ok} of {n_cells} convex with the vertex inside the sampled sizes (ok); "
+        f"cells: {n_ok} of {len(cells)} convex with the vertex inside the sampled sizes (ok); "
         "only those enter the power laws",
         *_table(["arm", *(budget_tag(b) for b in budgets)], rows),
     ]
@@ -258,24 +268,14 @@ def summary(report: FitReport) -> str:
     for f in report.arms.values():
         a = f.arm
         lines += ["", f"{a} ({f.n_runs} runs)"]
-        if f.cells:  # a flagged cell's vertex is an extrapolation (or a maximum): not printed
+        if f.cells:
             lines += _table(
                 ["budget", "sizes N", "C*", "N*", "D*", "L*", "flags"],
                 [
                     [
                         budget_tag(c.budget),
                         f"{_g(math.exp(c.ln_n_min))}-{_g(math.exp(c.ln_n_max))}",
-                        *(
-                            [
-                                _g(c.c_star),
-                                *(
-                                    _with_ci(report, Key("isoflop", a, c.budget, q))
-                                    for q in ("n_star", "d_star", "l_star")
-                                ),
-                            ]
-                            if c.valid
-                            else ["-"] * 4
-                        ),
+                        *_vertex_columns(report, c),
                         ", ".join(c.flags) or "-",
                     ]
                     for c in f.cells
