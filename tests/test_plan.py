@@ -7,6 +7,7 @@ import pytest
 
 from scaling.config import load_sweep, sweep_from_dict
 from scaling.errors import UserError
+from scaling.executors import parse_cluster
 from scaling.flops import ModelShape, params_non_embedding, train_flops_per_seq
 from scaling.ladder import generate_ladder
 from scaling.plan import plan_sweep
@@ -221,8 +222,6 @@ def test_ladder_generator_spreads_sizes():
 def test_every_bundled_sweep_plans_on_every_bundled_cluster(sweep, cluster):
     """A sweep file must not set options of one executor (tiny once set max_parallel, which broke
     `make sweep CLUSTER=slurm`)."""
-    from scaling.executors import parse_cluster
-
     cfg = load_sweep(sweep, [f"cluster={cluster}"])
     assert parse_cluster(cfg.cluster).executor == cluster.split("-")[0]
     assert plan_sweep(cfg).runs
