@@ -145,7 +145,7 @@ def peak_flops(device: torch.device) -> float | None:
     if os.environ.get("SCALING_PEAK_FLOPS"):
         return float(os.environ["SCALING_PEAK_FLOPS"])
     if device.type == "cuda":
-        name = torch.cuda.getdevice_name(device)
+        name = torch.cuda.get_device_name(device)
         return next((v for k, v in PEAK_BF16.items() if k in name), None)
     return measure_matmul_flops(threads=torch.get_num_threads())  # cached per thread count
 
@@ -533,5 +533,5 @@ class _Session:
 
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
-        return torch.cuda.getdevice_name(device)
+        return torch.cuda.get_device_name(device)
     return f"cpu ({torch.get_num_threads()} threads)"
