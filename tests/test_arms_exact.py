@@ -19,10 +19,10 @@ from torch import Tensor, nn
 from scaling.errors import UserError
 from scaling.flops import ModelShape
 from trainer.arms import get_arm
-from trainer.arms.base import EPS, alpha, alpha_prime, stratified_t
 from trainer.arms.duo import uniform_nelbo
 from trainer.arms.eso import Interpolating, clean_first_order
 from trainer.model import DiT
+from trainer.schedule import EPS, alpha, alpha_prime, stratified_t
 
 F64 = torch.float64
 

@@ -16,9 +16,9 @@ from torch import Tensor, nn
 
 from scaling.flops import ModelShape
 from trainer.arms import get_arm
-from trainer.arms.base import alpha
 from trainer.model import DiT, KVCache
 from trainer.sampling import SampleOptions, gumbel_argmax, nucleus, reveal_bounds, time_grid
+from trainer.schedule import alpha
 
 F64 = torch.float64
 N = 20_000

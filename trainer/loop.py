@@ -84,7 +84,7 @@ class Preempted(Exception):
 
 
 @dataclass
-class Plan:
+class BatchPlan:
     """What the spec and the world size make of the batch."""
 
     per_rank: int  # sequences per rank per step
@@ -110,7 +110,7 @@ def step_u(seed: int, step: int) -> float:
     return float(np.random.default_rng([seed, step, 1]).random())
 
 
-def check_spec(spec: RunSpec, world_size: int) -> Plan:
+def check_spec(spec: RunSpec, world_size: int) -> BatchPlan:
     if spec.data.seq_len != spec.model.seq_len:
         raise UserError(f"data.seq_len {spec.data.seq_len} differs from model.seq_len {spec.model.seq_len}")
     if spec.optim.schedule != "cosine":
@@ -130,7 +130,7 @@ def check_spec(spec: RunSpec, world_size: int) -> Plan:
         raise UserError(
             f"micro_batch {spec.micro_batch} does not divide the {per_rank} sequences per process"
         )
-    return Plan(per_rank, micro, per_rank // micro, spec.micro_batch or spec.global_batch)
+    return BatchPlan(per_rank, micro, per_rank // micro, spec.micro_batch or spec.global_batch)
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -195,7 +195,7 @@ def evaluate(
     arm: Arm,
     windows: np.ndarray,
     spec: RunSpec,
-    plan: Plan,
+    plan: BatchPlan,
     env: dist.DistEnv,
     device: torch.device,
 ) -> tuple[float, float]:
@@ -270,7 +270,7 @@ class _Session:
     """One process's part of a run, from the checkpoint it resumes (if any) to result.json."""
 
     def __init__(
-        self, spec: RunSpec, run_dir: Path, arm: Arm, plan: Plan, env: dist.DistEnv, device: torch.device, log
+        self, spec: RunSpec, run_dir: Path, arm: Arm, plan: BatchPlan, env: dist.DistEnv, device: torch.device, log
     ) -> None:
         self.spec, self.run_dir, self.arm, self.plan, self.env, self.device = (
             spec,

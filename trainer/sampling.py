@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from trainer.arms.base import alpha
+from trainer.schedule import alpha
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""The interface every arm implements, and the noise schedule the diffusion arms share.
+"""The interface every arm implements, and the [MASK] rule every denoiser follows
+(the noise schedule lives in trainer/schedule.py).
 
     arm = get_arm(name, vocab)                       # trainer.arms
     t = arm.sample_t(n_global, u)                    # [n_global] float32 on the CPU, or None (AR)
@@ -19,35 +20,13 @@ uniform-state arm's K real tokens exclude it.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
 from scaling.arms import ArmInfo
-
-if TYPE_CHECKING:
-    from trainer.sampling import SampleOptions, Samples
-
-EPS = 1e-3  # schedule floor: alpha_1 = EPS, and t is drawn from [EPS, 1]
-
-
-def alpha(t: Tensor) -> Tensor:
-    """Log-linear schedule: alpha_t = 1 - (1 - eps) t, so sigma_t = -log alpha_t is log-linear in t."""
-    return 1 - (1 - EPS) * t
-
-
-def alpha_prime(t: Tensor) -> Tensor:
-    return torch.full_like(t, -(1 - EPS))
-
-
-def stratified_t(n: int, u: float) -> Tensor:
-    """Antithetic times for a global batch of n: t_i = eps + (1 - eps) ((u + i/n) mod 1), u ~ U(0, 1).
-
-    One u shared by every rank gives each rank its contiguous slice of one stratified set.
-    """
-    grid = torch.remainder(u + torch.arange(n, dtype=torch.float64) / n, 1.0)
-    return (EPS + (1 - EPS) * grid).float()
+from trainer.sampling import SampleOptions, Samples
+from trainer.schedule import stratified_t
 
 
 def forbid_mask(logits: Tensor, mask_id: int) -> Tensor:

@@ -36,8 +36,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from trainer.arms.base import Arm, alpha, alpha_prime
+from trainer.arms.base import Arm
 from trainer.sampling import SampleOptions, Samples, gumbel_argmax, nucleus, time_grid, uniform
+from trainer.schedule import alpha, alpha_prime
 
 
 def uniform_nelbo(log_x_hat: Tensor, x: Tensor, z: Tensor, alpha_t: Tensor, alpha_prime_t: Tensor) -> Tensor:

@@ -20,8 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from trainer.arms.base import Arm, alpha, alpha_prime, forbid_mask
+from trainer.arms.base import Arm, forbid_mask
 from trainer.sampling import SampleOptions, Samples, gumbel_argmax, nucleus, time_grid, uniform
+from trainer.schedule import alpha, alpha_prime
 
 
 def nelbo_weight(t: Tensor) -> Tensor:
