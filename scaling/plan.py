@@ -262,3 +262,14 @@ def plan_sweep(cfg: SweepConfig, train_tokens: float | None = None) -> Plan:
             f"two runs of the sweep have the same run key {dup}: a model is listed twice at one budget"
         )
     return Plan(cfg, details, warnings)
+
+
+def summary_lines(plan: Plan) -> list[str]:
+    """The plan in a few lines: runs, arms, budgets, total FLOPs, then every warning."""
+    cfg = plan.sweep
+    total = sum(d.achieved_flops for d in plan.details)
+    head = (
+        f"sweep {cfg.name}: {len(plan.details)} runs, arms {', '.join(cfg.arms)}, budgets "
+        f"{', '.join(budget_tag(b) for b in cfg.budgets)}, {total:.3g} FLOPs in all ({cfg.flops_convention} convention)"
+    )
+    return [head, *(f"warning: {w}" for w in plan.all_warnings)]
