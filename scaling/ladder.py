@@ -10,7 +10,7 @@ import yaml
 
 from scaling.errors import UserError
 from scaling.flops import ModelShape, params_non_embedding
-from scaling.paths import sweeps_config_dir
+from scaling.paths import sweeps_search_path
 
 
 @dataclass(frozen=True)
@@ -26,16 +26,27 @@ class ShapeSpec:
         return ModelShape(self.name, self.d_model, self.n_layers, self.n_heads, vocab, seq_len)
 
 
-def available_ladders() -> list[str]:
-    return sorted(p.stem for p in (sweeps_config_dir() / "ladder").glob("*.yaml"))
+def available_ladders(extra: tuple[Path, ...] = ()) -> list[str]:
+    """Ladder names in the ladder/ folders of the sweep search path (scaling.paths.sweeps_search_path)."""
+    dirs = sweeps_search_path(extra, check=False)
+    return sorted({p.stem for d in dirs for p in (d / "ladder").glob("*.yaml")})
+
+
+def find_ladder(name: str, extra: tuple[Path, ...] = ()) -> Path | None:
+    """The file of a named ladder: the first ladder/NAME.yaml on the sweep search path."""
+    for d in sweeps_search_path(extra):
+        path = d / "ladder" / f"{name}.yaml"
+        if path.exists():
+            return path
+    return None
 
 
 def load_ladder(name: str) -> list[ShapeSpec]:
-    """A named ladder (sweeps/ladder/NAME.yaml) or a path to such a YAML file."""
-    path = Path(name)
+    """A named ladder (ladder/NAME.yaml in a sweep folder, user folders first) or a path to such a YAML file."""
+    path: Path | None = Path(name)
     if path.suffix not in (".yaml", ".yml"):
-        path = sweeps_config_dir() / "ladder" / f"{name}.yaml"
-    if not path.exists():
+        path = find_ladder(name)
+    if path is None or not path.exists():
         raise UserError(
             f"unknown ladder {name!r}: choose from {', '.join(available_ladders())} or give a YAML path"
         )

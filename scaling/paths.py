@@ -28,14 +28,36 @@ def run_dir(sweep: str, run_key: str) -> Path:
 
 
 def sweeps_config_dir() -> Path:
-    """$SCALING_SWEEPS, else ./sweeps if it exists, else the project's own sweeps/."""
-    env = os.environ.get("SCALING_SWEEPS")
-    if env:
-        return Path(env).resolve()
+    """The built-in sweep configs: ./sweeps if it holds the bundled ones, else the project's sweeps/."""
     local = Path("sweeps")
     if (local / "tiny.yaml").exists():
         return local.resolve()
     return PROJECT_ROOT / "sweeps"
+
+
+def user_sweep_dirs() -> list[Path]:
+    """The folders of $SCALING_SWEEPS (several joined with os.pathsep, e.g. dir1:dir2), in order."""
+    env = os.environ.get("SCALING_SWEEPS", "")
+    return [Path(p).expanduser().resolve() for p in env.split(os.pathsep) if p.strip()]
+
+
+def sweeps_search_path(extra: list[Path] | tuple[Path, ...] = (), check: bool = True) -> list[Path]:
+    """Where sweep configs (and their cluster/ and ladder/ groups) are looked up, first match wins:
+    `extra` (the folder of a sweep given as a YAML path), $SCALING_SWEEPS, then the built-in
+    folder. A user's folder adds to the built-in sweeps; a file of the same name shadows one.
+    `check`: a $SCALING_SWEEPS entry that is not a folder is an error (else it is left out)."""
+    found: list[Path] = []
+    for p in [*extra, *user_sweep_dirs(), sweeps_config_dir()]:
+        p = Path(p).resolve()
+        if not p.is_dir():
+            if check:
+                raise UserError(
+                    f"SCALING_SWEEPS names {p}, which is not a folder (separate folders with {os.pathsep})"
+                )
+            continue
+        if p not in found:
+            found.append(p)
+    return found
 
 
 def data_root() -> Path:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from scaling.config import SweepConfig
+from scaling.config import SizeList, SweepConfig
 from scaling.errors import UserError
 from scaling.flops import ModelShape, params_non_embedding, params_total, train_flops_per_seq
 from scaling.ladder import ShapeSpec, generate_ladder, load_ladder, parse_shapes
@@ -18,6 +18,7 @@ from scaling.paths import shards_dir
 from scaling.spec import DataSpec, EvalSpec, OptimSpec, RunSpec, budget_tag
 
 DEVIATION_WARN = 0.01  # achieved FLOPs further than this from the budget gets a warning
+MAX_STEPS = 2**53  # step counts above this lose integer precision as floats (and near int64's end)
 
 
 @dataclass(frozen=True)
@@ -81,23 +82,19 @@ def ladder_shapes(cfg: SweepConfig) -> list[ShapeSpec]:
     raise UserError(f"ladder must be a name, a list of shapes or {{generate: {{...}}}}, got {ladder!r}")
 
 
-def _lookup_budget(table: dict[str, list[str]], budget: float) -> list[str] | None:
-    """The list whose key is this budget, else the `default` list, else None."""
-    for key, names in table.items():
-        if key == "default":
-            continue
-        try:
-            if math.isclose(float(key), budget, rel_tol=1e-9):
-                return names
-        except ValueError:
-            raise UserError(
-                f"size list key {key!r} is not a FLOP budget (write e.g. '6e18') or 'default'"
-            ) from None
-    return table.get("default")
+def _lookup_budget(records: list[SizeList], budget: float) -> list[str] | None:
+    """The models of the record of this budget, else of the record without a budget, else None."""
+    default = None
+    for record in records:
+        if record.budget is None:
+            default = record.models
+        elif math.isclose(record.budget, budget, rel_tol=1e-9):
+            return list(record.models)
+    return None if default is None else list(default)
 
 
 def models_for(cfg: SweepConfig, arm: str, budget: float, shapes: dict[str, ModelShape]) -> list[ModelShape]:
-    names = _lookup_budget(cfg.arm_sizes.get(arm, {}), budget)
+    names = _lookup_budget(cfg.arm_sizes.get(arm, []), budget)
     if names is None:
         names = _lookup_budget(cfg.sizes, budget)
     if names is not None:
@@ -108,9 +105,11 @@ def models_for(cfg: SweepConfig, arm: str, budget: float, shapes: dict[str, Mode
             )
         return [shapes[n] for n in names]
     if cfg.size_rule is None:
+        where = "sizes" if arm not in cfg.arm_sizes else f"arm_sizes.{arm}"
         raise UserError(
-            f"budget {budget_tag(budget)} has no sizes for arm {arm}: add sizes.'{budget_tag(budget)}' "
-            "to the sweep or set a size_rule"
+            f"budget {budget_tag(budget)} has no sizes for arm {arm}: add a record "
+            f"{{budget: {budget_tag(budget)}, models: [...]}} (or one without budget: the default) to {where} "
+            "in the sweep file, or set a size_rule"
         )
     return _sizes_by_rule(cfg, arm, budget, list(shapes.values()))
 
@@ -255,6 +254,18 @@ def plan_sweep(cfg: SweepConfig, train_tokens: float | None = None) -> Plan:
                     f"{expected:.3g} ({cfg.expected_tokens_per_param:g} tokens/param): all sizes are {side} it"
                 )
             details.extend(runnable)
+    too_long = [d for d in details if d.spec.steps > MAX_STEPS]
+    if too_long:
+        d = too_long[0]
+        budget = d.spec.budget_flops
+        most = MAX_STEPS * min(r.flops_per_step for r in details if r.spec.budget_flops == budget)
+        most = math.floor(most / 10 ** math.floor(math.log10(most) - 2)) * 10 ** math.floor(
+            math.log10(most) - 2
+        )
+        raise UserError(
+            f"budget {budget_tag(budget)} gives {d.spec.arm} {d.spec.model.name} {d.spec.steps:.3g} steps, "
+            f"more than 2**53: lower it to at most {budget_tag(most)}, e.g. budgets=[{budget_tag(most)}]"
+        )
     keys = [d.run_key for d in details]
     if len(set(keys)) != len(keys):
         dup = next(k for k in keys if keys.count(k) > 1)

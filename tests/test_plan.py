@@ -25,7 +25,7 @@ def sweep(**over):
         "arms": ["ar", "mdlm-ce"],
         "budgets": [1e10, 3e10],
         "ladder": LADDER,
-        "sizes": {"default": ["a", "b", "c"]},
+        "sizes": [{"models": ["a", "b", "c"]}],
         "flops_convention": "attention",
         "data": {"vocab_size": 256, "seq_len": 64, "train_tokens": 1e9},
         "train": {"global_batch": 8, "lr": 1e-3, "min_warmup_steps": 5},
@@ -101,7 +101,7 @@ def test_run_key_ignores_model_label_but_not_shape():
 
 
 def test_per_arm_sizes_and_seeds():
-    plan = plan_sweep(sweep(arm_sizes={"mdlm-ce": {"1e10": ["a", "b"]}}, seeds=[0, 1]))
+    plan = plan_sweep(sweep(arm_sizes={"mdlm-ce": [{"budget": 1e10, "models": ["a", "b"]}]}, seeds=[0, 1]))
     ce_small = [d for d in plan.details if d.spec.arm == "mdlm-ce" and d.spec.budget_flops == 1e10]
     assert sorted({d.spec.model.name for d in ce_small}) == ["a", "b"]
     assert len(ce_small) == 4 and {d.spec.seed for d in ce_small} == {0, 1}
@@ -114,14 +114,14 @@ def test_size_rule_picks_the_tokens_per_param_window():
         {"name": s.name, "d_model": s.d_model, "n_layers": s.n_layers, "n_heads": s.n_heads} for s in shapes
     ]
     plan = plan_sweep(
-        sweep(ladder=ladder, sizes={}, size_rule={"min_tokens_per_param": 5, "max_tokens_per_param": 200})
+        sweep(ladder=ladder, sizes=[], size_rule={"min_tokens_per_param": 5, "max_tokens_per_param": 200})
     )
     assert plan.details
     for d in plan.details:
         assert 5 <= d.tokens_per_param <= 200
     wide = {"min_tokens_per_param": 0.01, "max_tokens_per_param": 1e4}
-    everything = plan_sweep(sweep(ladder=ladder, sizes={}, size_rule=wide))
-    limited = plan_sweep(sweep(ladder=ladder, sizes={}, size_rule=wide | {"max_sizes": 3}))
+    everything = plan_sweep(sweep(ladder=ladder, sizes=[], size_rule=wide))
+    limited = plan_sweep(sweep(ladder=ladder, sizes=[], size_rule=wide | {"max_sizes": 3}))
     for arm in ("ar", "mdlm-ce"):
         full = [
             d.params_non_embedding
@@ -152,7 +152,7 @@ def test_warnings():
     plan = plan_sweep(sweep(expected_tokens_per_param=1e6))
     assert any("do not bracket" in w and "above it" in w for w in plan.all_warnings)
     # fewer than 3 sizes
-    assert any("only 1 size(s)" in w for w in plan_sweep(sweep(sizes={"default": ["b"]})).all_warnings)
+    assert any("only 1 size(s)" in w for w in plan_sweep(sweep(sizes=[{"models": ["b"]}])).all_warnings)
     # a well-posed grid is quiet
     quiet = plan_sweep(sweep(expected_tokens_per_param=20, budgets=[3e10]))
     assert not [w for w in quiet.all_warnings if "bracket" in w or "size(s)" in w]
@@ -174,17 +174,17 @@ def test_zero_step_models_are_skipped_and_a_hopeless_budget_is_an_error():
         (dict(arms=["gpt"]), "unknown arm"),
         (dict(budgets=[0]), "must be > 0"),
         (dict(budgets=[-1e10]), "must be > 0"),
-        (dict(budgets=["lots"]), "not a number"),
-        (dict(sizes={"default": ["zz"]}), "unknown model 'zz'"),
-        (dict(sizes={"1e10": ["a"]}), "has no sizes"),
+        (dict(budgets=["lots"]), "budgets.0: expected a number, got 'lots'"),
+        (dict(sizes=[{"models": ["zz"]}]), "unknown model 'zz'"),
+        (dict(sizes=[{"budget": 1e10, "models": ["a"]}]), "budget 3e10 has no sizes for arm ar"),
         (dict(data={"seq_len": 0}), "seq_len must be > 0"),
         (dict(train={"global_batch": 0}), "global_batch must be > 0"),
         (dict(train={"micro_batch": 3}), "must divide"),
         (dict(ladder="nope"), "unknown ladder"),
         (dict(ladder=[{"name": "x", "d_model": 16}]), "needs name, d_model"),
         (dict(flops_convention="kaplan"), "unknown flops_convention"),
-        (dict(bogus=1), "unknown key"),
-        (dict(train={"lr_typo": 1}), "unknown key"),
+        (dict(bogus=1), "bogus: no such key; a sweep has name, arms"),
+        (dict(train={"lr_typo": 1}), "train.lr_typo: no such key; train has global_batch"),
     ],
 )
 def test_bad_sweeps_are_one_line_errors(change, message):
