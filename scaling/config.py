@@ -198,7 +198,7 @@ def load_sweeps(
     for o in parsed:
         if o.is_sweep_override():
             choices.append(
-                [(f"{_key_element(o)}={v}", (o.key_or_group, v)) for v in _sweep_values(o, search)]
+                [(f"{_key_element(o)}={v}", (o.key_or_group, _label(v))) for v in _sweep_values(o, search)]
             )
         else:
             choices.append([(_line(o), None)])
@@ -217,6 +217,13 @@ def load_sweeps(
         names.add(unique)
         sweeps.append(replace(cfg, name=unique))
     return sweeps
+
+
+def _label(text: str) -> str:
+    """An override value as it reads in a sweep name: 1e-3 -> 0.001, [1e8,2e8] -> 1e8_2e8."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    return _flow(OverridesParser.create().parse_override(f"x={text}").value(), quote=False)
 
 
 def _safe_name(text: str) -> str:
@@ -436,11 +443,7 @@ def _describe(hint, plural: bool = False) -> str:
 
 
 def _section(path: str, cls) -> str:
-    if cls is SweepConfig:
-        return "a sweep"
-    if cls is SizeList:
-        return f"a {path.rsplit('.', 1)[0]} record" if "." in path else "a sizes record"
-    return path
+    return "a sweep" if cls is SweepConfig else path
 
 
 def _join(path: str, key: Any) -> str:
@@ -670,12 +673,13 @@ def _check_override(o, search: list[Path]) -> None:
         path = _join(path, part)
     if o.is_delete():
         return
-    for value in _sweep_values(o, search) if o.is_sweep_override() else [o.value()]:
+    for value in _sweep_values(o, search, typed=True) if o.is_sweep_override() else [o.value()]:
         _check_value(value, hint, path, "override")
 
 
-def _sweep_values(o, search: list[Path]) -> list:
-    """The values of a sweep override (a,b / choice / range / glob over a config group)."""
+def _sweep_values(o, search: list[Path], typed: bool = False) -> list:
+    """The values of a sweep override (a,b / choice / range / glob over a config group), as
+    override text or (`typed`) as parsed values."""
     from hydra.core.override_parser.types import Glob
 
     if not o.is_discrete_sweep():
@@ -687,7 +691,7 @@ def _sweep_values(o, search: list[Path]) -> list:
         if o.key_or_group not in GROUPS:
             raise UserError(f"{o.input_line}: glob(...) picks configs of a group ({', '.join(GROUPS)})")
         return value.filter(group_options(o.key_or_group, tuple(search)))
-    return list(o.sweep_string_iterator())
+    return list(o.sweep_iterator()) if typed else list(o.sweep_string_iterator())
 
 
 def _list_key_message(e: _ListKey, config_name: str, search: list[Path]) -> str:
@@ -767,7 +771,7 @@ def _explain(e: BaseException, config_name: str, search: list[Path]) -> str:
     text = str(e)
     missing = next((x for x in chain if isinstance(x, MissingConfigException)), None)
     if missing is not None:
-        m = re.search(r"Could not find '([^']+)'", str(missing))
+        m = re.search(r"Could not (?:find|load) '([^']+)'", str(missing))
         target = m.group(1) if m else ""
         where = re.match(r"In '([^']+)'", str(missing))
         if "/" in target:

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from scaling.atomic import write_text
-from scaling.config import available_sweeps, load_sweep
+from scaling.config import available_sweeps, load_sweeps
 from scaling.plan import Plan, plan_sweep
 from scaling.spec import budget_tag
 from scaling.tables import FORMATS, render
@@ -31,18 +31,35 @@ COLUMNS = [
 
 def add_sweep_arguments(p: argparse.ArgumentParser) -> None:
     """SWEEP and Hydra overrides: shared by every command that plans."""
-    p.add_argument("sweep", help=f"a sweep in sweeps/ ({', '.join(available_sweeps())}) or a YAML path")
+    p.add_argument(
+        "sweep",
+        help=f"a sweep in sweeps/ or $SCALING_SWEEPS ({', '.join(available_sweeps())}) or a YAML path",
+    )
     p.add_argument(
         "overrides", nargs="*", help="Hydra overrides, e.g. budgets=[6e18,1e19] arms=[mdlm-ce] cluster=slurm"
     )
 
 
+def add_multirun_argument(p: argparse.ArgumentParser) -> None:
+    """-m/--multirun: sweep overrides (train.lr=1e-3,3e-3) give one sweep per combination."""
+    p.add_argument(
+        "-m",
+        "--multirun",
+        action="store_true",
+        help="one sweep per combination of sweep overrides, e.g. -m train.lr=1e-3,3e-3 (named tiny-lr=0.001, ...)",
+    )
+
+
 def configure(p: argparse.ArgumentParser) -> None:
     add_sweep_arguments(p)
+    add_multirun_argument(p)
     p.add_argument("--format", choices=FORMATS, default="table")
     p.add_argument("--out", type=Path, help="write the table to this file instead of stdout")
     p.add_argument(
-        "--specs", type=Path, metavar="DIR", help="also write one spec per run: DIR/<run_key>.yaml"
+        "--specs",
+        type=Path,
+        metavar="DIR",
+        help="also write one spec per run: DIR/<run_key>.yaml (with -m: DIR/<sweep>/<run_key>.yaml)",
     )
 
 
@@ -80,16 +97,22 @@ def print_summary(plan: Plan, stream=sys.stderr) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    plan = plan_sweep(load_sweep(args.sweep, args.overrides))
-    text = render(plan_rows(plan), COLUMNS, args.format)
+    multirun = getattr(args, "multirun", False)
+    plans = [plan_sweep(cfg) for cfg in load_sweeps(args.sweep, args.overrides, multirun=multirun)]
+    rows = [{"sweep": plan.sweep.name, **row} for plan in plans for row in plan_rows(plan)]
+    text = render(rows, ["sweep", *COLUMNS] if multirun else COLUMNS, args.format)
+    n_runs = sum(len(plan.details) for plan in plans)
     if args.out:
         write_text(args.out, text + "\n")
-        print(f"wrote {len(plan.details)} rows to {args.out}", file=sys.stderr)
+        print(f"wrote {n_runs} rows to {args.out}", file=sys.stderr)
     else:
         print(text)
     if args.specs:
-        for spec in plan.runs:
-            write_text(args.specs / f"{spec.run_key}.yaml", spec.to_yaml())
-        print(f"wrote {len(plan.runs)} specs to {args.specs}/", file=sys.stderr)
-    print_summary(plan)
+        for plan in plans:
+            folder = args.specs / plan.sweep.name if multirun else args.specs
+            for spec in plan.runs:
+                write_text(folder / f"{spec.run_key}.yaml", spec.to_yaml())
+            print(f"wrote {len(plan.runs)} specs to {folder}/", file=sys.stderr)
+    for plan in plans:
+        print_summary(plan)
     return 0

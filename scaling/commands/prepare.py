@@ -13,6 +13,12 @@ DEFAULTS = {"corpus": "shakespeare", "tokenizer": "bytes", "vocab_size": None, "
 def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("sweep", nargs="?", help="prepare the data of this sweep config (name or YAML path)")
     p.add_argument("overrides", nargs="*", help="Hydra overrides of the sweep, e.g. data.tokenizer=bpe")
+    p.add_argument(
+        "-m",
+        "--multirun",
+        action="store_true",
+        help="prepare the data of every sweep of the combinations, e.g. -m data.vocab_size=512,1024",
+    )
     p.add_argument("--corpus", help="shakespeare (bundled, default), a .txt file or a folder of .txt files")
     p.add_argument("--tokenizer", help="bytes (default), bpe (trained on the corpus), hf:PATH or spm:PATH")
     p.add_argument("--vocab-size", type=int, help="tokenizer vocabulary without [MASK] (bytes 256, bpe 4096)")
@@ -31,17 +37,25 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(
                 "give either a SWEEP (change its data with overrides like data.vocab_size=512) or --corpus/--tokenizer options, not both"
             )
-        from scaling.config import load_sweep
+        from scaling.config import load_sweeps
 
-        folder = data.prepare_data(load_sweep(args.sweep, args.overrides).data)
+        sweeps = load_sweeps(args.sweep, args.overrides, multirun=args.multirun)
+        configs = {}  # sweeps that differ elsewhere share their data
+        for cfg in sweeps:
+            d = cfg.data
+            configs.setdefault((d.corpus, d.tokenizer, d.vocab_size, d.val_fraction), d)
+        folders = [data.prepare_data(d) for d in configs.values()]
     else:
-        if args.overrides:
-            raise UserError(f"unexpected arguments {' '.join(args.overrides)}: overrides need a SWEEP")
+        if args.overrides or args.multirun:
+            raise UserError(
+                f"unexpected arguments {' '.join(args.overrides) or '-m'}: overrides and -m need a SWEEP"
+            )
         fields = DEFAULTS | given
-        folder = data.prepare(**fields, out=args.out)
-    train, val = (data.read_sidecar(folder, s) for s in data.SPLITS)
-    print(
-        f"{folder}: {train['tokenizer']} vocab {train['vocab_size']}, train {train['tokens']:,} tokens "
-        f"({train['documents']} documents), val {val['tokens']:,} tokens ({val['documents']} documents)"
-    )
+        folders = [data.prepare(**fields, out=args.out)]
+    for folder in folders:
+        train, val = (data.read_sidecar(folder, s) for s in data.SPLITS)
+        print(
+            f"{folder}: {train['tokenizer']} vocab {train['vocab_size']}, train {train['tokens']:,} tokens "
+            f"({train['documents']} documents), val {val['tokens']:,} tokens ({val['documents']} documents)"
+        )
     return 0
