@@ -10,8 +10,13 @@ causal mask applied to a sequence the arm has permuted, with `positions` carryin
 true position into the rotary embedding (so flash-attn's causal kernel serves it too).
 Samplers that decode in a causal order (AR, Eso-LM) pass a KVCache: the call's tokens attend to
 the cached tokens and causally to each other, and its first `commit` tokens join the cache.
-Backend: flash-attn when it imports and the tensors are half precision on CUDA, torch SDPA
-otherwise (CPU included). Logits are returned in float32 whatever the autocast dtype.
+Backend: `attention_backend(device, dtype)`: flash-attn when it imports and the tensors are half
+precision on CUDA, torch SDPA otherwise (CPU included). Rotary runs in real arithmetic in the
+activations' dtype (no complex tensors, no upcast of bf16 q and k), so torch.compile traces it.
+`forward` returns float32 logits [B, T, V] whatever the autocast dtype (the samplers and the test
+oracles use it); `hidden` (or `forward(..., return_hidden=True)`, which goes through wrappers
+such as DDP) returns the states [B, T, d] the head reads, from which trainer/losses.py computes
+the training and validation losses a chunk of tokens at a time without a [B, T, V] tensor.
 Initialization follows the study's DiT: adaLN layers and the head start at zero, so a fresh
 model is the identity through its blocks and outputs uniform logits.
 """
@@ -37,10 +42,18 @@ ATTENTION_MODES = ("bidirectional", "causal")
 ROTARY_BASE = 10_000.0
 
 
+def attention_backend(device: torch.device, dtype: torch.dtype) -> str:
+    """The kernel `attention` uses for tensors of this device and dtype: "flash" (flash-attn) when
+    it imported and they are fp16/bf16 on CUDA, else "sdpa" (torch's scaled_dot_product_attention)."""
+    if flash_attn_func is not None and device.type == "cuda" and dtype in (torch.float16, torch.bfloat16):
+        return "flash"
+    return "sdpa"
+
+
 def attention(q: Tensor, k: Tensor, v: Tensor, mode: str) -> Tensor:
     """Multi-head attention on [B, T, H, hd] tensors (the layout flash-attn wants); returns [B, T, H, hd]."""
     causal = mode == "causal"
-    if flash_attn_func is not None and q.is_cuda and q.dtype in (torch.float16, torch.bfloat16):
+    if attention_backend(q.device, q.dtype) == "flash":
         return flash_attn_func(q, k, v, causal=causal)
     out = F.scaled_dot_product_attention(
         q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=causal
@@ -79,22 +92,29 @@ class KVCache:
 
 
 def rotary_tables(seq_len: int, head_dim: int) -> Tensor:
-    """(cos, sin) of position * frequency for each pair of channels: [seq_len, head_dim / 2, 2]."""
+    """Rotary tables [seq_len, 2, head_dim] (float32), indexed by position: row 0 holds cos(a_i) at
+    channels 2i and 2i+1, row 1 the signed sine (-sin(a_i) at 2i, +sin(a_i) at 2i+1), where
+    a_i = position * ROTARY_BASE^(-2i / head_dim), computed in float64."""
     inv_freq = ROTARY_BASE ** (-torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
     angles = torch.outer(torch.arange(seq_len, dtype=torch.float64), inv_freq)
-    return torch.stack([angles.cos(), angles.sin()], dim=-1).float()
+    cos = angles.cos().repeat_interleave(2, dim=-1)
+    sin = torch.stack([-angles.sin(), angles.sin()], dim=-1).flatten(-2)
+    return torch.stack([cos, sin], dim=-2).float()
 
 
 def apply_rotary(x: Tensor, rotation: Tensor) -> Tensor:
-    """Rotate channel pairs (2i, 2i+1) of x [B, T, ..., hd] by rotation [B or 1, T, hd/2, 2].
+    """Rotate channel pairs (2i, 2i+1) of x [B, T, ..., hd] by rotation [B or 1, T, 2, hd] (rotary_tables):
+    (x_2i, x_2i+1) -> (x_2i cos - x_2i+1 sin, x_2i+1 cos + x_2i sin) = x * cos + swap(x) * signed sin.
 
-    One complex multiply in float32 instead of a handful of real ops, each a pass over q and k
-    (~30% faster eager training on CPU at d=256; inductor runs this op eagerly).
+    Real arithmetic in x's dtype: the tables are cast to it, bf16 activations are not upcast (and no
+    complex tensors, so torch.compile fuses it into one kernel). Eager on a CPU this is 2-3 passes
+    over q and k where the complex multiply it replaces was about one.
     """
-    z = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))
-    r = torch.view_as_complex(rotation)
-    r = r.view(r.shape[0], r.shape[1], *([1] * (x.dim() - 3)), r.shape[-1])
-    return torch.view_as_real(z * r).flatten(-2).to(x.dtype)
+    cos, sin = rotation.to(x.dtype).unbind(-2)
+    shape = (*cos.shape[:2], *([1] * (x.dim() - 3)), cos.shape[-1])
+    pairs = x.unflatten(-1, (-1, 2))
+    swapped = torch.cat([pairs[..., 1:], pairs[..., :1]], dim=-1).flatten(-2)  # (x_2i+1, x_2i)
+    return torch.addcmul(x * cos.view(shape), swapped, sin.view(shape))
 
 
 def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
@@ -171,8 +191,27 @@ class DiT(nn.Module):
         positions: Tensor | None = None,
         cache: KVCache | None = None,
         commit: int = 0,
+        return_hidden: bool = False,
     ) -> Tensor:
-        """tokens [B, T] -> float32 logits [B, T, V].
+        """tokens [B, T] -> float32 logits [B, T, V] (see `hidden` for the arguments).
+
+        return_hidden: return `hidden(...)` [B, T, d] instead, without applying the head (the
+        chunked losses of trainer/losses.py apply it themselves); through this flag a wrapper
+        such as DistributedDataParallel sees the forward pass.
+        """
+        h = self.hidden(tokens, sigma, mode, positions, cache, commit)
+        return h if return_hidden else self.head(h).float()
+
+    def hidden(
+        self,
+        tokens: Tensor,
+        sigma: Tensor | None = None,
+        mode: str = "bidirectional",
+        positions: Tensor | None = None,
+        cache: KVCache | None = None,
+        commit: int = 0,
+    ) -> Tensor:
+        """tokens [B, T] -> [B, T, d]: the adaLN-modulated final LayerNorm output, the head's input.
 
         sigma [B]: noise level fed to adaLN (None = 0). positions [B, T]: true position of each
         token for rotary (None = 0..T-1, after the cached tokens with a cache); pass it with a
@@ -204,4 +243,4 @@ class DiT(nn.Module):
         if cache is not None:
             cache.length += commit
         shift, scale = self.adaln_final(c)[:, None].chunk(2, dim=-1)
-        return self.head(modulate(self.norm_final(x), shift, scale)).float()
+        return modulate(self.norm_final(x), shift, scale)

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from trainer.arms.base import Arm, forbid_mask
+from trainer.losses import token_cross_entropy
 from trainer.model import KVCache
 from trainer.sampling import SampleOptions, Samples, gumbel_argmax, nucleus
 
@@ -26,6 +27,10 @@ class Autoregressive(Arm):
 
     def token_nll(self, model: nn.Module, x: Tensor) -> Tensor:
         """[B, T - 1]: -log p(x_i | x_<i) for i = 1 .. T-1."""
+        if self.chunked(model):
+            return token_cross_entropy(
+                model, x[:, :-1], x[:, 1:], self.mask_id, self.chunk_tokens, mode="causal"
+            )
         logits = forbid_mask(model(x[:, :-1], mode="causal"), self.mask_id)
         return F.cross_entropy(logits.flatten(0, 1), x[:, 1:].flatten(), reduction="none").view(
             x.shape[0], -1

@@ -11,7 +11,11 @@ x: LongTensor [B, T] of real-token ids in [0, vocab - 1); the last id of the mod
 is [MASK] (`mask_id`), which never occurs in data. t: this rank's slice of `sample_t` (moved to
 x.device here). generator: a torch.Generator on x.device; all of an arm's randomness (masks,
 noise, Eso-LM orders) comes from it, so a loss is deterministic given (x, t, generator state).
-model: anything with DiT's forward signature (tests pass oracle denoisers).
+model: anything with DiT's forward signature (tests pass oracle denoisers). When it is a DiT
+(maybe wrapped in DDP or torch.compile) and `arm.chunk_tokens` > 0, the losses are computed from
+its hidden states a chunk of tokens at a time (trainer/losses.py: no [B, T, V] logits; the same
+numbers up to float rounding); otherwise from the full logits of model(...). chunk_tokens
+defaults to trainer.losses.CHUNK_TOKENS (2048); 0 selects the full-logits path for any model.
 
 Every arm's denoiser puts no mass on [MASK] (its logit is -inf): data never contains it, and the
 uniform-state arm's K real tokens exclude it.
@@ -25,6 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from scaling.arms import ArmInfo
+from trainer.losses import CHUNK_TOKENS, backbone
 from trainer.sampling import SampleOptions, Samples
 from trainer.schedule import stratified_t
 
@@ -42,6 +47,18 @@ class Arm(ABC):
         self.info = info
         self.vocab = vocab
         self.mask_id = vocab - 1
+        self.chunk_tokens = CHUNK_TOKENS  # tokens per chunk of the loss; 0: full logits
+
+    def chunked(self, model: nn.Module) -> bool:
+        """Whether this model's losses go through its hidden states in chunks (module docstring)."""
+        core = backbone(model) if self.chunk_tokens > 0 else None
+        if core is None:
+            return False
+        if core.head.out_features != self.vocab:
+            raise ValueError(
+                f"the model's head has {core.head.out_features} outputs, the arm's vocab is {self.vocab}"
+            )
+        return True
 
     def sample_t(self, n_global: int, u: float) -> Tensor | None:
         return stratified_t(n_global, u)

@@ -15,7 +15,9 @@ K log(1 - alpha_t) terms that cancel between the pieces: the two cases z = x and
   z != x: K/b [L_z - rho x_hat_z / (1 + rho x_hat_z)] + (1 + rho) log(1 + rho) - rho L_x - sum_j L_j
 with b = 1 - alpha_t. The denoiser is conditioned on sigma_t = -log alpha_t. The expectation over
 t ~ U[eps, 1] is the NELBO (the study's convention: no reconstruction or prior term; both are
-O(eps)). Losses are summed over positions and divided by B T.
+O(eps)). Losses are summed over positions and divided by B T. The sum over the vocabulary (sum_j
+L_j) and the two log-probabilities each token needs come from the logits in float32, a chunk of
+tokens at a time on a DiT (trainer/losses.py); the per-token algebra runs in float64 on [B, T].
 
 Sampling is ancestral on the time grid t_k = 1 - k/steps from uniform noise: every position draws
 z_s ~ q(z_s | z_t, x = x_hat), the posterior with the denoiser's distribution in place of x,
@@ -37,8 +39,44 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from trainer.arms.base import Arm
+from trainer.losses import backbone, map_chunks
 from trainer.sampling import SampleOptions, Samples, gumbel_argmax, nucleus, time_grid, uniform
 from trainer.schedule import alpha, alpha_prime
+
+
+def uniform_terms(log_x_hat: Tensor, x: Tensor, z: Tensor, log_rho: Tensor) -> Tensor:
+    """[..., 3] in log_x_hat's dtype: (sum_j L_j, log x_hat_x, log x_hat_z), what the NELBO needs of a
+    token's distribution. log_x_hat [..., K]; x, z, log_rho (log rho per token, any float dtype) [...]."""
+    sum_L = F.softplus(log_x_hat + log_rho.to(log_x_hat.dtype)[..., None]).sum(dim=-1)
+    picked = log_x_hat.gather(-1, torch.stack([x, z], dim=-1))  # [..., 2]
+    return torch.cat([sum_L[..., None], picked], dim=-1)
+
+
+def terms_from_logits(logits: Tensor, x: Tensor, z: Tensor, log_rho: Tensor) -> Tensor:
+    """uniform_terms of the denoiser's logits over the K real tokens (trainer.losses.map_chunks)."""
+    return uniform_terms(logits.log_softmax(dim=-1), x, z, log_rho)
+
+
+def log_rho_of(alpha_t: Tensor, K: int) -> Tensor:
+    """[B, 1] float64: log rho, rho = K alpha_t / (1 - alpha_t)."""
+    a = alpha_t.double()[:, None]
+    return (K * a / (1 - a)).log()
+
+
+def nelbo_from_terms(terms: Tensor, same: Tensor, K: int, alpha_t: Tensor, alpha_prime_t: Tensor) -> Tensor:
+    """[B, T] float64 NELBO integrand from uniform_terms [B, T, 3] and same = (z == x) [B, T]."""
+    b = (1 - alpha_t.double())[:, None]
+    rho = K * alpha_t.double()[:, None] / b
+    log_rho = rho.log()
+    sum_L, log_x, log_z = terms.double().unbind(-1)
+    y_x = (log_x + log_rho).exp()  # rho x_hat_x
+    y_z = (log_z + log_rho).exp()
+    L_x, L_z, L_one = y_x.log1p(), y_z.log1p(), rho.log1p()
+    if_same = (K / b) * (1 / (1 + y_x) - 1 / (1 + rho)) + (K * L_x - sum_L - (K - 1) * L_one) / (1 + rho)
+    other = (K / b) * (L_z - y_z / (1 + y_z)) + rho * (L_one - L_x) + L_one - sum_L
+    bracket = torch.where(same, if_same, other)
+    weight = -alpha_prime_t.double()[:, None] / (K * alpha_t.double()[:, None])
+    return weight * bracket
 
 
 def uniform_nelbo(log_x_hat: Tensor, x: Tensor, z: Tensor, alpha_t: Tensor, alpha_prime_t: Tensor) -> Tensor:
@@ -47,20 +85,12 @@ def uniform_nelbo(log_x_hat: Tensor, x: Tensor, z: Tensor, alpha_t: Tensor, alph
     log_x_hat [B, T, K]: log of the denoiser's distribution over the K real tokens; x, z [B, T];
     alpha_t, alpha_prime_t [B]. The sum over the vocabulary runs in the input's dtype, the
     per-token algebra in float64 (its terms reach K / (1 - alpha_t) ~ 1e3 K before cancelling).
+    The chunked training path computes the same two parts: uniform_terms per chunk of tokens,
+    nelbo_from_terms on the [B, T] result.
     """
     K = log_x_hat.shape[-1]
-    b = (1 - alpha_t.double())[:, None]
-    rho = K * alpha_t.double()[:, None] / b
-    log_rho = rho.log()
-    sum_L = F.softplus(log_x_hat + log_rho.to(log_x_hat.dtype)[..., None]).sum(dim=-1).double()
-    y_x = (log_x_hat.gather(-1, x[..., None])[..., 0].double() + log_rho).exp()  # rho x_hat_x
-    y_z = (log_x_hat.gather(-1, z[..., None])[..., 0].double() + log_rho).exp()
-    L_x, L_z, L_one = y_x.log1p(), y_z.log1p(), rho.log1p()
-    same = (K / b) * (1 / (1 + y_x) - 1 / (1 + rho)) + (K * L_x - sum_L - (K - 1) * L_one) / (1 + rho)
-    other = (K / b) * (L_z - y_z / (1 + y_z)) + rho * (L_one - L_x) + L_one - sum_L
-    bracket = torch.where(z == x, same, other)
-    weight = -alpha_prime_t.double()[:, None] / (K * alpha_t.double()[:, None])
-    return (weight * bracket).to(log_x_hat.dtype)
+    terms = uniform_terms(log_x_hat, x, z, log_rho_of(alpha_t, K).expand(x.shape))
+    return nelbo_from_terms(terms, z == x, K, alpha_t, alpha_prime_t).to(log_x_hat.dtype)
 
 
 class UniformDiffusion(Arm):
@@ -82,7 +112,14 @@ class UniformDiffusion(Arm):
     def token_nelbo(self, model: nn.Module, x: Tensor, t: Tensor, generator: torch.Generator) -> Tensor:
         t = t.to(x.device)
         z = self.corrupt(x, t, generator)
-        return uniform_nelbo(self.log_x_hat(model, z, t), x, z, alpha(t), alpha_prime(t))
+        if not self.chunked(model):
+            return uniform_nelbo(self.log_x_hat(model, z, t), x, z, alpha(t), alpha_prime(t))
+        a, K = alpha(t), self.n_real
+        h = model(z, sigma=-a.log(), mode="bidirectional", return_hidden=True)
+        per_token = (x, z, log_rho_of(a, K).float().expand(x.shape))
+        terms = map_chunks(terms_from_logits, h, backbone(model).head, K, per_token, self.chunk_tokens)
+        nelbo = nelbo_from_terms(terms.view(*x.shape, 3), z == x, K, a, alpha_prime(t))
+        return nelbo.to(terms.dtype)
 
     def training_loss(
         self, model: nn.Module, x: Tensor, t: Tensor | None, generator: torch.Generator

@@ -4,7 +4,8 @@ Each sequence is reordered so its clean tokens come first (random order among th
 masked tokens after (random order); the denoiser runs causal attention in that order with rotary
 embeddings at the true positions, so a masked token sees every clean token, the masked tokens
 before it in the order (which carry only their positions) and itself. This is what lets a sampler
-cache keys and values. Logits are put back at the true positions before MDLM's loss.
+cache keys and values. Logits (or, on the chunked path of trainer/losses.py, the per-token losses)
+are put back at the true positions before MDLM's loss.
 
 Sampling (the diffusion part of Eso-LM) draws one random decoding order per sequence and reveals
 it in chunks, chunk k holding ranks b_k .. b_{k+1} - 1 (reveal_bounds: the schedule's expected
@@ -23,6 +24,7 @@ from torch import Tensor, nn
 
 from trainer.arms.base import forbid_mask
 from trainer.arms.mdlm import MaskedDiffusion
+from trainer.losses import token_cross_entropy
 from trainer.model import KVCache
 from trainer.sampling import SampleOptions, Samples, gumbel_argmax, nucleus, reveal_bounds, uniform
 
@@ -40,6 +42,25 @@ class Interpolating(MaskedDiffusion):
         rank = order.argsort(dim=1)  # inverse permutation: rank of each true position
         logits = logits.gather(1, rank[..., None].expand_as(logits))
         return forbid_mask(logits, self.mask_id)
+
+    def nll(
+        self, model: nn.Module, x: Tensor, z: Tensor, masked: Tensor, generator: torch.Generator
+    ) -> Tensor:
+        """[B, T] at true positions; the chunked path scores the permuted sequence against the
+        permuted targets and puts the per-token values back (not the [B, T, V] logits)."""
+        if not self.chunked(model):
+            return super().nll(model, x, z, masked, generator)
+        order = clean_first_order(masked, generator)  # the same draw as `denoise`
+        nll = token_cross_entropy(
+            model,
+            z.gather(1, order),
+            x.gather(1, order),
+            self.mask_id,
+            self.chunk_tokens,
+            mode="causal",
+            positions=order,
+        )
+        return nll.gather(1, order.argsort(dim=1))
 
     def sample(
         self, model: nn.Module, batch: int, seq_len: int, options: SampleOptions, generator: torch.Generator

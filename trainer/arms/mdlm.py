@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from trainer.arms.base import Arm, forbid_mask
+from trainer.losses import token_cross_entropy
 from trainer.sampling import SampleOptions, Samples, gumbel_argmax, nucleus, time_grid, uniform
 from trainer.schedule import alpha, alpha_prime
 
@@ -39,12 +40,19 @@ class MaskedDiffusion(Arm):
         """Logits [B, T, V] at true positions, [MASK] forbidden."""
         return forbid_mask(model(z, mode="bidirectional"), self.mask_id)
 
+    def nll(
+        self, model: nn.Module, x: Tensor, z: Tensor, masked: Tensor, generator: torch.Generator
+    ) -> Tensor:
+        """[B, T]: -log p(x_l | z_t) at every position (the head runs on all of them)."""
+        if self.chunked(model):
+            return token_cross_entropy(model, z, x, self.mask_id, self.chunk_tokens, mode="bidirectional")
+        logits = self.denoise(model, z, masked, generator)
+        return F.cross_entropy(logits.flatten(0, 1), x.flatten(), reduction="none").view_as(x)
+
     def masked_nll(self, model: nn.Module, x: Tensor, t: Tensor, generator: torch.Generator) -> Tensor:
         """[B, T]: -log p(x_l | z_t) on masked positions, 0 on visible ones."""
         z, masked = self.mask(x, t, generator)
-        logits = self.denoise(model, z, masked, generator)
-        nll = F.cross_entropy(logits.flatten(0, 1), x.flatten(), reduction="none").view_as(x)
-        return nll * masked
+        return self.nll(model, x, z, masked, generator) * masked
 
     def training_loss(
         self, model: nn.Module, x: Tensor, t: Tensor | None, generator: torch.Generator
