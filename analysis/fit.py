@@ -10,7 +10,6 @@ full-data optimum.
 
 from __future__ import annotations
 
-import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -39,6 +38,7 @@ from analysis.multiplier import DEFAULT_BASELINE, DEFAULT_CANDIDATE, LossRange, 
 from analysis.parametric import MIN_RUNS, ParametricLaw, fit_parametric
 from analysis.table import FitData
 from scaling.errors import UserError
+from scaling.host import cpu_count
 from scaling.spec import budget_tag
 
 CELL_QUANTITIES = ("n_star", "d_star", "l_star", "c_star", "curvature")
@@ -322,7 +322,7 @@ def fit_runs(data: FitData, options: FitOptions = FitOptions(), progress=None) -
     )
     workers = options.workers
     if workers is None:
-        workers = len(os.sched_getaffinity(0)) if options.n_boot * len(data) >= PARALLEL_MIN_WORK else 1
+        workers = cpu_count() if options.n_boot * len(data) >= PARALLEL_MIN_WORK else 1
     boot = _bootstrap(plan, options.n_boot, workers, progress)
 
     intervals = {k: percentile_interval(boot.values[:, i], options.level) for k, i in plan.key_index.items()}

@@ -4,11 +4,9 @@ and sample quality are measured, the non-dominated points, pareto.parquet and it
 - Model choice (pure): the compute-optimal N* of the arm's IsoFLOP cell at that budget
   (fits.json), rounded to the done run of that (arm, budget) nearest in ln N; without a valid
   cell, the run with the lowest val_loss at that budget (the choice records why).
-- Throughput: generated tokens per second of `arm.sample` at a batch size and step count, timed
-  after one untimed warm-up batch, with device synchronization, excluding scoring.
-- Quality: generative perplexity, exp(mean NLL) of tokens 1..T-1 of every sample under an AR
-  judge whose context is the sample itself, and the mean over samples of the entropy of each
-  sample's token histogram (low entropy flags repetitive samples that a judge scores well).
+- Throughput and generative perplexity are measured by trainer/frontier.py; the mean over samples
+  of the entropy of each sample's token histogram (low entropy flags repetitive samples that a
+  judge scores well) is computed here.
 - Frontier: a point is non-dominated when no other point has at least its throughput and at most
   its generative perplexity, one of them strictly; `pareto` over all arms, `pareto_arm` within one.
 """
@@ -16,14 +14,11 @@ and sample quality are measured, the non-dominated points, pareto.parquet and it
 from __future__ import annotations
 
 import math
-import time
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import torch
 
 from scaling import store
 from scaling.arms import ARMS, arm_info
@@ -31,9 +26,6 @@ from scaling.collect import run_folders
 from scaling.errors import UserError
 from scaling.flops import params_non_embedding
 from scaling.spec import budget_tag
-from trainer.arms import Arm
-from trainer.arms.ar import Autoregressive
-from trainer.sampling import SampleOptions
 
 PARETO_SCHEMA_VERSION = 1
 COLUMNS = (
@@ -90,9 +82,9 @@ def done_runs(runs_dir: Path) -> tuple[list[Run], list[str]]:
     """Every run folder whose result.json says done with a finite val_loss; notes on unreadable ones."""
     runs, notes = [], []
     for folder in run_folders(runs_dir):
-        result = store.read_result(folder) or {}
-        loss = result.get("val_loss")
-        if result.get("status") != "done" or loss is None or not math.isfinite(loss):
+        result = store.read_result(folder)
+        loss = None if result is None or result.status != "done" else result.val_loss
+        if loss is None or not math.isfinite(loss):
             continue
         try:
             spec = store.load_run_spec(folder)
@@ -162,66 +154,7 @@ def default_judge(choices: list[Choice]) -> Choice:
     return max(ar, key=lambda c: c.budget)
 
 
-# --- measurement -----------------------------------------------------------------------------
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-@dataclass(frozen=True)
-class Measurement:
-    tokens: torch.Tensor  # [samples, T] on the CPU
-    tokens_per_s: float
-    seconds: float  # timed sampling (warm-up excluded)
-    nfe: float  # model evaluations per sequence
-
-
-def measure_sampling(
-    arm: Arm,
-    model: torch.nn.Module,
-    seq_len: int,
-    options: SampleOptions,
-    batch: int,
-    samples: int,
-    seed: int,
-    device: torch.device,
-    precision: AbstractContextManager,
-) -> Measurement:
-    """ceil(samples / batch) timed batches after one untimed warm-up batch; throughput = generated
-    tokens / timed seconds. `precision` is the autocast context the model was trained under."""
-    generator = torch.Generator(device=device).manual_seed(seed)
-    n_batches = max(1, -(-samples // batch))
-    outputs, seconds, nfe = [], 0.0, 0.0
-    with torch.no_grad(), precision:
-        arm.sample(model, batch, seq_len, options, generator)  # warm-up: allocator, kernels, caches
-        for _ in range(n_batches):
-            synchronize(device)
-            start = time.perf_counter()
-            out = arm.sample(model, batch, seq_len, options, generator)
-            synchronize(device)
-            seconds += time.perf_counter() - start
-            outputs.append(out.tokens.cpu())
-            nfe += out.nfe / n_batches
-    tokens = torch.cat(outputs)[:samples]
-    return Measurement(tokens, n_batches * batch * seq_len / seconds, seconds, nfe)
-
-
-def judge_nll(
-    judge: torch.nn.Module,
-    tokens: torch.Tensor,
-    batch: int,
-    device: torch.device,
-    precision: AbstractContextManager,
-) -> float:
-    """Mean NLL (nats) of tokens 1..T-1 of every sample under the AR judge (its context: the sample)."""
-    scorer = Autoregressive(arm_info("ar"), judge.shape.vocab)
-    total = 0.0
-    with torch.no_grad(), precision:
-        for chunk in tokens.split(batch):
-            total += float(scorer.token_nll(judge, chunk.to(device)).double().sum())
-    return total / (tokens.shape[0] * (tokens.shape[1] - 1))
+# --- sample statistics -------------------------------------------------------------------------
 
 
 def unigram_entropy(tokens: np.ndarray) -> float:

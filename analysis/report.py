@@ -3,7 +3,9 @@ nothing else), fits.parquet (one tidy row per reported number) and the printed s
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -11,6 +13,7 @@ import pyarrow as pa
 from analysis.fit import CELL_QUANTITIES, FRONTIER_LAWS, ArmFit, FitReport, Key
 from analysis.isoflop import Cell
 from analysis.multiplier import efficiency_sentence
+from scaling.errors import UserError
 from scaling.spec import budget_tag
 
 FITS_SCHEMA_VERSION = 1
@@ -303,3 +306,20 @@ def summary(report: FitReport) -> str:
         where = "gap between" if m.range.extrapolated else "common range"
         lines += ["", f"{sentence} (frontier losses: {where} {m.range.low:.3f}-{m.range.high:.3f})"]
     return "\n".join(lines)
+
+
+def load_fits(path: Path) -> dict:
+    """A fits.json written by `scaling fit`, checked for its schema version."""
+    try:
+        fits = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path} does not exist: run `scaling fit` first") from None
+    except json.JSONDecodeError as e:
+        raise UserError(
+            f"{path} is not valid JSON ({e.msg} at line {e.lineno}): rerun `scaling fit`"
+        ) from None
+    if not isinstance(fits, dict) or fits.get("schema_version") != FITS_SCHEMA_VERSION or "arms" not in fits:
+        raise UserError(
+            f"{path} is not a fits.json of schema version {FITS_SCHEMA_VERSION}: rerun `scaling fit`"
+        )
+    return fits

@@ -9,12 +9,12 @@ unscaled arm is exactly compute_scale under C = 6 N D).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import pyarrow as pa
 
-# Hoffmann et al. 2022, Approach 3 estimates (DESIGN.md section 5)
+# Hoffmann et al. 2022, Approach 3 estimates (docs/methods.md, "Approach 3")
 CHINCHILLA = {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28}
 
 
@@ -126,6 +126,7 @@ def write_run_folder(runs_dir, spec, state: str = "done", law: Law = CHINCHILLA_
     from pathlib import Path
 
     from scaling.flops import CONVENTIONS, params_non_embedding, train_flops_per_seq
+    from scaling.store import RESULT_FILE, RunResult
 
     folder = Path(runs_dir) / spec.run_key
     folder.mkdir(parents=True, exist_ok=True)  # plain writes: fsync per file would make 10,000 folders slow
@@ -167,27 +168,23 @@ def write_run_folder(runs_dir, spec, state: str = "done", law: Law = CHINCHILLA_
     )
     if ended:
         done = state == "done"
-        (folder / "result.json").write_text(
-            json.dumps(
-                {
-                    "status": state,
-                    "val_loss": final if done else None,
-                    "val_loss_stderr": 0.01 if done else None,
-                    "val_ppl": float(np.exp(final)) if done else None,
-                    "train_loss": final + 0.01 if done else None,
-                    "steps": spec.steps if done else steps[0],
-                    "tokens": spec.steps * tokens_per_step,
-                    "flops": {c: f * spec.steps for c, f in flops_per_step.items()},
-                    "wall_s": 12.5,
-                    "tokens_per_s": 1000.0,
-                    "mfu": 0.3,
-                    "device": "cpu",
-                    "world_size": 1,
-                    "restarts": 0,
-                    "diverged_step": None if done else steps[0],
-                    "finished_at": "2026-01-01T00:00:00Z",
-                    "git_sha": "abc1234",
-                }
-            )
+        result = RunResult(
+            status=state,
+            run_key=spec.run_key,
+            val_loss=final if done else None,
+            val_loss_stderr=0.01 if done else None,
+            val_ppl=float(np.exp(final)) if done else None,
+            train_loss=final + 0.01 if done else None,
+            steps=spec.steps if done else steps[0],
+            tokens=spec.steps * tokens_per_step,
+            flops={c: f * spec.steps for c, f in flops_per_step.items()},
+            wall_s=12.5,
+            tokens_per_s=1000.0,
+            mfu=0.3,
+            device="cpu",
+            diverged_step=None if done else steps[0],
+            finished_at="2026-01-01T00:00:00Z",
+            git_sha="abc1234",
         )
+        (folder / RESULT_FILE).write_text(json.dumps(asdict(result)))
     return final

@@ -28,8 +28,9 @@ from scaling import atomic
 from scaling.arms import ARMS
 from scaling.errors import UserError
 from scaling.flops import CONVENTIONS, ModelShape, params_non_embedding, params_total, train_flops_per_seq
+from scaling.host import cpu_count
 from scaling.spec import RunSpec
-from scaling.store import RESULT_FILE, SPEC_FILE, STATES, STATUS_FILE
+from scaling.store import SPEC_FILE, STATES, STATUS_FILE, MalformedFile, RunResult, load_json, load_result
 
 SCHEMA_VERSION = 1
 SCHEMA_METADATA_KEY = b"scaling.schema_version"
@@ -121,20 +122,6 @@ class _Bad(Exception):
     """A folder problem: the message becomes the row's `problem` and a warning."""
 
 
-def _read_json(path: Path) -> dict | None:
-    try:
-        text = path.read_bytes()
-    except FileNotFoundError:
-        return None
-    try:
-        obj = json.loads(text)
-    except ValueError:
-        raise _Bad(f"{path.name} is not valid JSON") from None
-    if not isinstance(obj, dict):
-        raise _Bad(f"{path.name} is not a JSON object")
-    return obj
-
-
 def _read_evals(path: Path) -> list[dict]:
     """evals.jsonl; a torn last line (kill mid-append) is skipped, as scaling.atomic.read_jsonl does."""
     try:
@@ -211,17 +198,12 @@ def _load_spec(folder: Path) -> tuple[RunSpec, str]:
     return spec, written if isinstance(written, str) else spec.run_key
 
 
-def _status(result: dict | None, status: dict | None) -> tuple[str, str | None]:
+def _status(result: RunResult | None, status: dict | None) -> tuple[str, str | None]:
     """(status, problem): result.json decides when present; status.json otherwise."""
     if result is not None:
-        state = result.get("status")
-        if state in ("done", "diverged"):
-            if state == "done" and not (
-                _float(result.get("val_loss")) is not None and math.isfinite(result["val_loss"])
-            ):
-                return "malformed", "result.json says done but has no finite val_loss"
-            return state, None
-        return "malformed", f"result.json has status {state!r}, expected done or diverged"
+        if result.status == "done" and not (result.val_loss is not None and math.isfinite(result.val_loss)):
+            return "malformed", "result.json says done but has no finite val_loss"
+        return result.status, None
     if status is None:
         return "planned", None
     state = status.get("state")
@@ -253,12 +235,12 @@ def _collect_one(folder: Path, sweep: str, cols: _Columns) -> str | None:
         problems.append(str(e))
         fatal = True
     try:
-        status = _read_json(folder / STATUS_FILE)
-    except _Bad as e:
+        status = load_json(folder / STATUS_FILE)
+    except MalformedFile as e:
         problems.append(str(e))
     try:
-        result = _read_json(folder / RESULT_FILE)
-    except _Bad as e:
+        result = load_result(folder)
+    except MalformedFile as e:
         problems.append(str(e))
         fatal = True
     state, problem = _status(result, status)
@@ -308,14 +290,16 @@ def _spec_columns(spec: RunSpec, row: dict) -> None:
         row[col] = f * spec.global_batch * spec.steps
 
 
-def _result_columns(result: dict, row: dict) -> None:
+def _result_columns(result: RunResult, row: dict) -> None:
     for key in ("val_loss", "val_loss_stderr", "val_ppl", "train_loss", "wall_s", "tokens_per_s", "mfu"):
-        row[key] = _float(result.get(key))
-    row["steps_done"] = _int(result.get("steps"))
-    row["diverged_step"] = _int(result.get("diverged_step"))
-    row["device"] = _str(result.get("device"))
-    row["git_sha"] = _str(result.get("git_sha"))
-    row["finished_at"] = _str(result.get("finished_at"))
+        row[key] = getattr(result, key)
+    row.update(
+        steps_done=result.steps,
+        diverged_step=result.diverged_step,
+        device=result.device,
+        git_sha=result.git_sha,
+        finished_at=result.finished_at,
+    )
 
 
 def _curve_rows(spec: RunSpec, run_row: dict, evals: list[dict], cols: _Columns) -> None:
@@ -373,7 +357,7 @@ def collect(
     if not folders:
         raise UserError(f"no run folders in {runs_dir}; run `scaling sweep {sweep}` first")
     if workers is None:
-        workers = min(len(os.sched_getaffinity(0)), 8) if len(folders) >= PARALLEL_MIN_FOLDERS else 1
+        workers = min(cpu_count(), 8) if len(folders) >= PARALLEL_MIN_FOLDERS else 1
     if workers > 1:
         bounds = np.linspace(0, len(folders), workers + 1).astype(int)
         chunks = [folders[a:b] for a, b in zip(bounds[:-1], bounds[1:])]

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from scaling.arms import arm_info
 from scaling.errors import UserError
 
-MAX_COND_DIM = 128  # width of the time embedding that drives adaLN (DESIGN.md section 2)
+MAX_COND_DIM = 128  # width of the time embedding that drives adaLN (docs/methods.md, "Training")
 MLP_RATIO = 4
 
 CONVENTIONS = ("reference", "attention", "causal", "6N")
@@ -95,7 +95,7 @@ def params_total(shape: ModelShape) -> int:
 
 
 def params_non_embedding(shape: ModelShape) -> int:
-    """Total minus the input embedding; the output head counts (DESIGN.md section 4)."""
+    """Total minus the input embedding; the output head counts (docs/methods.md, "FLOPs and parameters")."""
     return params_total(shape) - params_embedding(shape)
 
 

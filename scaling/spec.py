@@ -7,15 +7,15 @@ cadence, data location on disk) are excluded so that moving or renaming a sweep 
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
-from dataclasses import MISSING, asdict, dataclass, fields, is_dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Any
 
 import yaml
 
+from scaling import records
 from scaling.errors import UserError
 from scaling.flops import ModelShape
 
@@ -87,7 +87,10 @@ class RunSpec:
     def from_dict(cls, d: dict[str, Any]) -> RunSpec:
         d = dict(d)
         given_key = d.pop("run_key", None)
-        spec = _build(cls, d, "spec")
+        try:
+            spec = records.from_dict(cls, d, "spec", text_numbers=True)
+        except records.RecordError as e:
+            raise UserError(str(e)) from None
         if given_key is not None and given_key != spec.run_key:
             raise UserError(
                 f"spec run_key {given_key!r} does not match its contents ({spec.run_key}): "
@@ -115,39 +118,6 @@ def budget_tag(flops: float) -> str:
     return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
 
 
-@functools.cache
-def _type_hints(cls) -> dict[str, Any]:
-    """Resolving annotations is slow; `collect` builds thousands of specs."""
-    return get_type_hints(cls)
-
-
-def _build(cls, d: Any, where: str):
-    """Dataclass from a nested dict, with one-line errors for missing or unknown fields."""
-    if not isinstance(d, dict):
-        raise UserError(f"{where}: expected a mapping, got {type(d).__name__}")
-    hints = _type_hints(cls)
-    names = {f.name for f in fields(cls)}
-    unknown = set(d) - names
-    if unknown:
-        raise UserError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
-    kwargs = {}
-    for f in fields(cls):
-        if f.name not in d:
-            if f.default is MISSING and f.default_factory is MISSING:
-                raise UserError(f"{where}: missing field {f.name!r}")
-            continue
-        value, hint = d[f.name], hints[f.name]
-        if is_dataclass(hint):
-            value = _build(hint, value, f"{where}.{f.name}")
-        elif f.name == "betas":
-            value = tuple(float(b) for b in value)
-        kwargs[f.name] = value
-    try:
-        return cls(**kwargs)
-    except TypeError as e:
-        raise UserError(f"{where}: {e}") from None
-
-
 def load_spec(path: str | Path) -> RunSpec:
     path = Path(path)
     try:
@@ -156,6 +126,9 @@ def load_spec(path: str | Path) -> RunSpec:
         raise UserError(
             f"spec file {path} does not exist: write one with `scaling plan SWEEP --specs DIR`"
         ) from None
-    except yaml.YAMLError as e:
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
         raise UserError(f"spec file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
-    return RunSpec.from_dict(d)
+    try:
+        return RunSpec.from_dict(d)
+    except UserError as e:
+        raise UserError(f"spec file {path}: {e}") from None

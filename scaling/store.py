@@ -3,7 +3,9 @@
 The run folder is the single source of truth (docs/run-folder.md). Executors, the job wrapper on
 the compute node and the trainer all change a run's state through `write_status`, which merges
 the given fields into the current status under a file lock and writes atomically, so that a
-late "queued" from the submitting process cannot overwrite the node's "running".
+late "queued" from the submitting process cannot overwrite the node's "running". The trainer
+writes `result.json` through `write_result` (a `RunResult`) and everything that reads it goes
+through `read_result`. `scaling train`'s exit codes are part of the same contract.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from scaling import atomic
+from scaling import atomic, records
 from scaling.errors import UserError
 from scaling.spec import SPEC_VERSION, RunSpec, load_spec
 
@@ -35,6 +37,32 @@ MARKER_FILE = "store.json"  # results/<sweep>/store.json: the layout version of 
 PLAN_FILE = "plan.json"  # results/<sweep>/plan.json: the run keys of the sweep's latest plan
 CHECKPOINT_DIR = "checkpoints"  # <run_dir>/checkpoints/step-<N>.pt (written by trainer.checkpoint)
 
+# How `scaling train` ends (docs/run-folder.md): 0 the run ended (result.json) or had ended,
+# 2 bad input (scaling.errors.UserError), EXIT_PREEMPTED checkpointed after a stop signal.
+EXIT_OK = 0
+EXIT_USER_ERROR = 2
+EXIT_PREEMPTED = 75  # EX_TEMPFAIL: run the same command again to resume
+
+
+class MalformedFile(ValueError):
+    """A run-folder file exists but cannot be read as what it should hold; the message says why."""
+
+
+def load_json(path: Path) -> dict | None:
+    """A JSON object from `path`; None when the file does not exist, MalformedFile when it is not
+    a readable JSON object (torn write, binary garbage, another type)."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    try:
+        obj = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        raise MalformedFile(f"{path.name} is not valid JSON") from None
+    if not isinstance(obj, dict):
+        raise MalformedFile(f"{path.name} is not a JSON object")
+    return obj
+
 
 @dataclass(frozen=True)
 class RunStatus:
@@ -47,13 +75,12 @@ class RunStatus:
 
 
 def read_status(run_dir: str | Path) -> RunStatus:
-    """The run's status.json; a missing or torn file reads as `planned`."""
+    """The run's status.json; a missing, torn or mis-typed file reads as `planned`."""
     try:
-        d = json.loads((Path(run_dir) / STATUS_FILE).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+        d = load_json(Path(run_dir) / STATUS_FILE)
+        return RunStatus() if d is None else records.from_dict(RunStatus, d, STATUS_FILE, ignore_unknown=True)
+    except (MalformedFile, records.RecordError):
         return RunStatus()
-    known = {k: d[k] for k in RunStatus.__dataclass_fields__ if k in d}
-    return RunStatus(**known)
 
 
 def write_status(run_dir: str | Path, state: str, *, if_job: str | None = None, **fields) -> RunStatus:
@@ -106,10 +133,56 @@ def _locked(run_dir: Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def read_result(run_dir: str | Path) -> dict | None:
+@dataclass(frozen=True)
+class RunResult:
+    """result.json: how a run ended (docs/run-folder.md). Losses in nats per token; `flops` holds
+    the run's training FLOPs under every counting convention of scaling.flops."""
+
+    status: str  # done | diverged
+    run_key: str
+    steps: int  # steps trained (the diverging step's predecessor for a diverged run)
+    tokens: int
+    flops: dict[str, float]
+    val_loss: float | None = None
+    val_loss_stderr: float | None = None
+    val_ppl: float | None = None
+    train_loss: float | None = None  # mean of the last training losses
+    wall_s: float | None = None
+    tokens_per_s: float | None = None
+    mfu: float | None = None
+    device: str | None = None
+    world_size: int = 1
+    restarts: int = 0
+    diverged_step: int | None = None
+    finished_at: str | None = None
+    git_sha: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.status not in ENDED:
+            raise records.RecordError(f"status {self.status!r} is not one of {', '.join(sorted(ENDED))}")
+
+
+def write_result(run_dir: str | Path, result: RunResult) -> None:
+    atomic.write_json(Path(run_dir) / RESULT_FILE, asdict(result))
+
+
+def load_result(run_dir: str | Path) -> RunResult | None:
+    """result.json, None when absent; MalformedFile (with the reason) when it cannot be used."""
+    d = load_json(Path(run_dir) / RESULT_FILE)
+    if d is None:
+        return None
     try:
-        return json.loads((Path(run_dir) / RESULT_FILE).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+        return records.from_dict(RunResult, d, RESULT_FILE, ignore_unknown=True)
+    except records.RecordError as e:
+        raise MalformedFile(str(e)) from None
+
+
+def read_result(run_dir: str | Path) -> RunResult | None:
+    """result.json if it is usable; a missing or damaged one reads as None (the run has not ended:
+    `scaling train` finishes it again from its last checkpoint)."""
+    try:
+        return load_result(run_dir)
+    except MalformedFile:
         return None
 
 
@@ -184,7 +257,7 @@ def run_state(run_dir: Path) -> str:
     """result.json decides ended runs; a folder whose result was deleted must run again."""
     result = read_result(run_dir)
     if result is not None:
-        return "diverged" if result.get("status") == "diverged" else "done"
+        return result.status
     state = read_status(run_dir).state
     return "planned" if state in ENDED else state
 
@@ -201,9 +274,8 @@ def run_progress(run_dir: Path, spec: RunSpec) -> Progress:
     result = read_result(run_dir)
     if result is not None:
         # a diverged run stopped early: count what it spent; a done run spent its budget
-        spent = _flops(result.get("flops"), spec) if result.get("status") == "diverged" else spec.budget_flops
-        step = int(result.get("steps") or spec.steps)
-        return Progress(step, spec.steps, result.get("val_loss"), spent)
+        spent = _flops(result.flops, spec) if result.status == "diverged" else spec.budget_flops
+        return Progress(result.steps, spec.steps, result.val_loss, spent)
     row = last_jsonl(run_dir / "metrics.jsonl")
     if row is None:
         return Progress(0, spec.steps, None, 0.0)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from trainer.loop import device_name, peak_flops
+from trainer.accelerator import device_name, peak_flops
 
 H100 = "NVIDIA H100 80GB HBM3"
 

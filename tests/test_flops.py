@@ -77,7 +77,7 @@ def test_conventions_relations():
 
 
 def test_attention_share_matches_design_ratio():
-    # DESIGN.md: attention is T/(6d) of the weight matmuls per layer: 1.33x at d=256, T=2048.
+    # docs/methods.md ("FLOPs and parameters"): attention is T/(6d) of the weight matmuls per layer: 1.33x at d=256, T=2048.
     for d in (256, 2176):
         s = ModelShape("t", d, 3, 4, 1, 2048)
         attention = (

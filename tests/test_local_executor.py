@@ -18,9 +18,9 @@ import pytest
 from scaling import store
 from scaling.cli import main
 from scaling.executors import Run, reconcile
-from scaling.executors.base import LocalConfig
-from scaling.executors.local import LocalExecutor, cpu_count, slots
+from scaling.executors.local import LocalConfig, LocalExecutor, slots
 from scaling.flops import ModelShape, train_flops_per_seq
+from scaling.host import cpu_count
 from scaling.paths import PROJECT_ROOT
 
 LADDER = """\
@@ -44,7 +44,7 @@ arms: [ar, mdlm-ce]
 budgets: [1e8]
 seeds: [0]
 flops_convention: attention
-{LADDER}sizes: {{default: [d8-l1, d16-l1]}}
+{LADDER}sizes: [{{models: [d8-l1, d16-l1]}}]
 expected_tokens_per_param: 200
 data: {{corpus: "{corpus}", tokenizer: bytes, vocab_size: 256, seq_len: 32, val_fraction: 0.2}}
 train: {{global_batch: 4, lr: 1e-2, warmup_fraction: 0.1, min_warmup_steps: 2, checkpoint_every: 10}}
@@ -59,7 +59,7 @@ def long_run_overrides(steps: int, arm: str = "mdlm-ce") -> list[str]:
     to land in the middle of real training."""
     shape = ModelShape("d64-l2", 64, 2, 2, 257, 32)
     budget = steps * train_flops_per_seq(shape, "attention", arm) * 4 * (1 + 1e-6)
-    return [f"arms=[{arm}]", f"budgets=[{budget:.6e}]", "sizes.default=[d64-l2]", "train.checkpoint_every=50"]
+    return [f"arms=[{arm}]", f"budgets=[{budget:.6e}]", "sizes.0.models=[d64-l2]", "train.checkpoint_every=50"]
 
 
 @pytest.fixture
@@ -146,7 +146,7 @@ def test_slots_split_cores_and_gpus():
     four = slots(LocalConfig(), gpus=["0", "1", "2", "3"])
     assert (four.parallel, four.gpus) == (4, ("0", "1", "2", "3"))  # one run per GPU
     assert slots(LocalConfig(max_parallel=8), gpus=["0", "1"]).parallel == 2
-    assert slots(LocalConfig(max_parallel=2), gpus=[]).threads == max(1, len(os.sched_getaffinity(0)) // 2)
+    assert slots(LocalConfig(max_parallel=2), gpus=[]).threads == max(1, cpu_count() // 2)
     assert slots(LocalConfig(max_parallel=2), gpus=[]).threads <= cores
 
 
@@ -179,7 +179,7 @@ def test_sweep_is_idempotent_and_reruns_only_a_deleted_result(env, capsys):
     out = capsys.readouterr().out
     assert "2 runs: 2 done" in out and out.count(" done ") == 2
 
-    assert main([*args, "sizes.default=[d8-l1]"]) == 0  # a narrower plan: the d16 folder is stale
+    assert main([*args, "sizes.0.models=[d8-l1]"]) == 0  # a narrower plan: the d16 folder is stale
     assert "0 to submit" in capsys.readouterr().out
     assert main(["status", "t"]) == 0
     out = capsys.readouterr().out

@@ -19,7 +19,6 @@ from analysis.pareto import (
     build_table,
     choose_models,
     default_judge,
-    judge_nll,
     pareto_flags,
     unigram_entropy,
 )
@@ -28,6 +27,7 @@ from scaling.errors import UserError
 from scaling.flops import ModelShape
 from trainer import data
 from trainer.checkpoint import load_final_model
+from trainer.frontier import judge_nll
 from trainer.loop import train
 
 ARMS = ("ar", "mdlm-ce", "duo", "eso")

@@ -17,7 +17,7 @@ from conftest import tiny_spec
 
 from scaling.flops import ModelShape
 from trainer import checkpoint
-from trainer.loop import EXIT_PREEMPTED
+from scaling.store import EXIT_PREEMPTED
 
 pytestmark = pytest.mark.slow  # each test runs two or three `scaling train` processes: 10-25 s
 

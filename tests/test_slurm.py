@@ -30,8 +30,7 @@ from test_local_executor import (
 
 from scaling import store
 from scaling.cli import main
-from scaling.executors import Run, reconcile
-from scaling.executors.base import parse_cluster
+from scaling.executors import Run, parse_cluster, reconcile
 from scaling.executors.slurm import SlurmExecutor
 from scaling.paths import PROJECT_ROOT
 
@@ -69,13 +68,19 @@ def submitted():
     yield ids
     if ids:  # only jobs still waiting or running: a completing job would be recorded as cancelled
         out = subprocess.run(
-            ["squeue", "-h", "-r", "-t", "PD,R", "-j", ",".join({i.split("_")[0] for i in ids}), "-o", "%i"],
+            ["squeue", "-h", "-r", "-t", "PD,R", "-j", ",".join({native(i).split("_")[0] for i in ids}), "-o", "%i"],
             capture_output=True,
             text=True,
             timeout=60,
         )
         if out.stdout.split():
             subprocess.run(["scancel", *out.stdout.split()], capture_output=True, timeout=60)
+
+
+def native(job_id: str) -> str:
+    """SLURM's own id of one of our job ids (`slurm:1234_0` -> `1234_0`)."""
+    assert job_id.startswith("slurm:"), job_id
+    return SlurmExecutor.native_id(job_id)
 
 
 def slurm_executor(**cluster) -> SlurmExecutor:
@@ -201,8 +206,8 @@ def test_sweep_through_submitit_matches_local_and_is_idempotent(slurm_cluster, e
     out = capsys.readouterr().out
     assert "4 to submit (slurm)" in out and "4 runs: 4 done" in out
     first = statuses(results)
-    assert all(s["state"] == "done" and s["job_id"].split("_")[0].isdigit() for s in first.values())
-    assert len({s["job_id"].split("_")[0] for s in first.values()}) == 1  # one job array
+    assert all(s["state"] == "done" and native(s["job_id"]).split("_")[0].isdigit() for s in first.values())
+    assert len({native(s["job_id"]).split("_")[0] for s in first.values()}) == 1  # one job array
 
     assert (
         main(
@@ -252,14 +257,14 @@ def test_preemption_and_time_limit_requeue_and_resume_to_the_same_loss(slurm_clu
     jobs |= submit(slurm_executor(max_num_timeout=3), sweep_dir, [(short, preempt)], submitted)
 
     wait_running(preempt, short.steps // 5)
-    slurm("scancel", "--signal=USR2", jobs[preempt])
+    slurm("scancel", "--signal=USR2", native(jobs[preempt]))
     seen = watch([preempt, timed], timeout=420)
 
     for run_dir, ref in refs.items():
         status, result = store.read_status(run_dir), store.read_result(run_dir)
         assert status.state == "done" and status.job_id == jobs[run_dir], (run_dir.name, seen[run_dir])
-        assert result["restarts"] == status.requeues >= 1, (run_dir.name, result, status)
-        assert result["val_loss"] == reference_loss(env / f"ref-{run_dir.name}", ref), run_dir.name
+        assert result.restarts == status.requeues >= 1, (run_dir.name, result, status)
+        assert result.val_loss == reference_loss(env / f"ref-{run_dir.name}", ref), run_dir.name
     assert store.read_status(preempt).requeues == 1
     log = (preempt / "logs" / "train.log").read_text()
     assert "stopped by SIGUSR2" in log and "restart 1" in log and "resumed" in log
@@ -284,8 +289,8 @@ def test_requeue_cancel_kill_and_failure_are_reported(slurm_cluster, env, capsys
     jobs = submit(slurm_executor(), sweep_dir, [(spec, requeue), (replace(spec, seed=1), cancel)], submitted)
     wait_running(requeue, 50)
     wait_running(cancel, 50)
-    slurm("scontrol", "requeue", jobs[requeue])
-    slurm("scancel", jobs[cancel])
+    slurm("scontrol", "requeue", native(jobs[requeue]))
+    slurm("scancel", native(jobs[cancel]))
     # a requeued job is held >= 10 s (AuthInfo=cred_expire=10): time to see it waiting
     seen = watch([requeue], timeout=60, until=lambda views: views[requeue].state == "requeued")
     assert main(["status", "t", "--runs"]) == 0
@@ -294,13 +299,13 @@ def test_requeue_cancel_kill_and_failure_are_reported(slurm_cluster, env, capsys
 
     jobs |= submit(slurm_executor(), sweep_dir, [(replace(spec, seed=2), kill), (broken, fail)], submitted)
     wait_running(kill, 20)
-    for pid in step_pids(jobs[kill]):  # the job's processes die, as in an OOM kill
+    for pid in step_pids(native(jobs[kill])):  # the job's processes die, as in an OOM kill
         os.kill(pid, signal.SIGKILL)
 
     watch([requeue, cancel, kill, fail], timeout=300)
     state = {d: store.read_status(d) for d in (requeue, cancel, kill, fail)}
     assert state[requeue].state == "done" and state[requeue].requeues == 1, (seen, state[requeue])
-    assert store.read_result(requeue)["val_loss"] == reference_loss(env, ref)
+    assert store.read_result(requeue).val_loss == reference_loss(env, ref)
     assert state[cancel].state == "cancelled" and state[cancel].reason.startswith("CANCELLED"), state[cancel]
     assert state[kill].state == "failed" and state[kill].reason.startswith("FAILED"), state[kill]
     assert state[fail].state == "failed"
@@ -346,8 +351,8 @@ def one_line_error(capsys, argv: list[str]) -> str:
     [
         ("cluster=k8s", "Could not find 'cluster/k8s'"),  # the later cluster= wins
         ("cluster.executor=k8s", "unknown executor 'k8s'"),
-        ("+cluster.gpus=4", r"unknown option(s) gpus"),
-        ("+cluster.resources.0.gpu=1", "resources[0]: unknown option(s) gpu"),
+        ("+cluster.gpus=4", r"unknown field(s) gpus"),
+        ("+cluster.resources.0.gpu=1", "resources[0]: unknown field(s) gpu"),
     ],
 )
 def test_unknown_cluster_or_option_is_one_line(env, capsys, override, message):

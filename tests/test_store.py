@@ -9,7 +9,9 @@ import pytest
 
 from scaling import store
 from scaling.errors import UserError
-from scaling.executors.base import LocalConfig, Resources, Run, SlurmConfig, parse_cluster
+from scaling.executors import Run, parse_cluster
+from scaling.executors.local import LocalConfig
+from scaling.executors.slurm import Resources, SlurmConfig
 from scaling.flops import ModelShape
 from scaling.spec import DataSpec, EvalSpec, OptimSpec, RunSpec
 
@@ -62,13 +64,41 @@ def test_mark_submitted_does_not_overwrite_the_jobs_own_state(tmp_path):
     assert (s.state, s.job_id, s.requeues, s.reason) == ("queued", "7_1", 0, None)
 
 
+def result(status: str, **fields) -> store.RunResult:
+    return store.RunResult(
+        **({"status": status, "run_key": "k", "steps": 3, "tokens": 96, "flops": {}} | fields)
+    )
+
+
+def test_result_json_is_read_through_its_record(tmp_path):
+    written = result("done", val_loss=2.5, flops={"attention": 1e9})
+    store.write_result(tmp_path, written)
+    assert store.load_result(tmp_path) == written
+    for text, reason in (
+        ('{"status": "done"}', "missing field 'run_key'"),
+        ('{"status": "won", "run_key": "k", "steps": 1, "tokens": 1, "flops": {}}', "status 'won'"),
+        (
+            '{"status": "done", "run_key": "k", "steps": "x", "tokens": 1, "flops": {}}',
+            "steps: expected a whole",
+        ),
+        ("[1, 2]", "not a JSON object"),
+        ("\x00\xff garbage", "not valid JSON"),
+    ):
+        (tmp_path / "result.json").write_text(text)
+        with pytest.raises(store.MalformedFile, match=reason):
+            store.load_result(tmp_path)
+        assert store.read_result(tmp_path) is None
+
+
 def test_run_state_follows_result_json(tmp_path):
     store.write_status(tmp_path, "done")
     assert store.run_state(tmp_path) == "planned"  # result.json deleted: the run must run again
-    (tmp_path / "result.json").write_text(json.dumps({"status": "diverged"}))
+    store.write_result(tmp_path, result("diverged"))
     assert store.run_state(tmp_path) == "diverged"
-    (tmp_path / "result.json").write_text(json.dumps({"status": "done", "val_loss": 2.5}))
+    store.write_result(tmp_path, result("done", val_loss=2.5))
     assert store.run_state(tmp_path) == "done"
+    (tmp_path / "result.json").write_text('{"status": "done", "val_lo')  # torn: the run ends again
+    assert store.run_state(tmp_path) == "planned"
 
 
 def test_progress_from_metrics_tail_and_result(tmp_path):
@@ -82,7 +112,7 @@ def test_progress_from_metrics_tail_and_result(tmp_path):
             )
         f.write('{"step": 4, "train_lo')  # a torn last line
     assert store.run_progress(tmp_path, s) == store.Progress(3, 10, 2.0, 3e8)
-    (tmp_path / "result.json").write_text(json.dumps({"status": "done", "val_loss": 1.5, "steps": 10}))
+    store.write_result(tmp_path, result("done", val_loss=1.5, steps=10))
     assert store.run_progress(tmp_path, s) == store.Progress(10, 10, 1.5, 1e9)
 
 
@@ -164,16 +194,23 @@ def test_parse_cluster_defaults_and_numbers():
     "raw, message",
     [
         ({"executor": "kubernetes"}, "unknown executor 'kubernetes'"),
-        ({"executor": "local", "partition": "gpu"}, r"unknown option\(s\) partition"),
-        ({"executor": "slurm", "gpus": 4}, r"unknown option\(s\) gpus"),
-        ({"executor": "slurm", "resources": [{"gpus_per_node": 1}]}, "must be a mapping with max_params"),
+        (
+            {"executor": "local", "partition": "gpu"},
+            r"cluster: unknown field\(s\) partition \(known: executor",
+        ),
+        ({"executor": "slurm", "gpus": 4}, r"unknown field\(s\) gpus"),
+        (
+            {"executor": "slurm", "resources": [{"gpus_per_node": 1}]},
+            r"resources\[0\]: missing field 'max_params'",
+        ),
         (
             {"executor": "slurm", "resources": [{"max_params": 1e9, "gpu": 1}]},
-            r"resources\[0\]: unknown option",
+            r"resources\[0\]: unknown field",
         ),
+        ({"executor": "slurm", "resources": []}, "cluster.resources must be a non-empty list"),
         ({"executor": "slurm", "max_num_timeout": 2.5}, "whole number"),
         ({"executor": "slurm", "array_parallelism": "many"}, "expected a number"),
-        ({"executor": "slurm", "sbatch": ["--exclusive"]}, "cluster.sbatch must be a mapping"),
+        ({"executor": "slurm", "sbatch": ["--exclusive"]}, "cluster.sbatch: expected a mapping"),
     ],
 )
 def test_parse_cluster_rejects_bad_options(raw, message):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import pytest
@@ -76,14 +76,14 @@ def test_weight_decay_only_on_linear_weights(byte_shards):
 def test_run_folder_contract(tmp_path, byte_shards):
     spec = tiny_spec(byte_shards, steps=6, checkpoint_every=2)
     result = train(spec, tmp_path, log=_quiet)
-    assert result == json.loads((tmp_path / "result.json").read_text())
+    assert asdict(result) == json.loads((tmp_path / "result.json").read_text())
     assert store.read_status(tmp_path).state == "done"
     assert store.load_run_spec(tmp_path).run_key == spec.run_key
     per_seq = {c: train_flops_per_seq(spec.model, c, spec.arm) for c in CONVENTIONS}
-    assert result["flops"] == {c: 6 * 4 * f for c, f in per_seq.items()}
-    assert result["tokens"] == 6 * 4 * 32 and result["steps"] == 6 and result["status"] == "done"
-    assert result["val_ppl"] == pytest.approx(math.exp(result["val_loss"]))
-    assert result["restarts"] == 0 and result["diverged_step"] is None and result["world_size"] == 1
+    assert result.flops == {c: 6 * 4 * f for c, f in per_seq.items()}
+    assert result.tokens == 6 * 4 * 32 and result.steps == 6 and result.status == "done"
+    assert result.val_ppl == pytest.approx(math.exp(result.val_loss))
+    assert result.restarts == 0 and result.diverged_step is None and result.world_size == 1
     metrics = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in metrics] == list(range(1, 7))
     assert {
@@ -101,10 +101,7 @@ def test_run_folder_contract(tmp_path, byte_shards):
     assert [m["lr"] for m in metrics] == [lr_at(spec, s) for s in range(6)]
     evals = [json.loads(line) for line in (tmp_path / "evals.jsonl").read_text().splitlines()]
     assert [e["step"] for e in evals] == [3, 6]
-    assert (
-        evals[-1]["val_loss"] == result["val_loss"]
-        and evals[-1]["val_loss_stderr"] == result["val_loss_stderr"]
-    )
+    assert evals[-1]["val_loss"] == result.val_loss and evals[-1]["val_loss_stderr"] == result.val_loss_stderr
     assert [s for s, _ in checkpoint.listing(tmp_path)] == [6, 4]  # the last two kept
     # idempotent: a finished run returns its result and changes nothing
     before = tree(tmp_path)
@@ -117,7 +114,7 @@ def test_every_arm_trains_and_learns(tmp_path, byte_shards, arm):
     spec = tiny_spec(byte_shards, arm, steps=8, **{"optim.lr": 1e-2, "eval.every": 1})
     result = train(spec, tmp_path, log=_quiet)
     evals = [json.loads(line)["val_loss"] for line in (tmp_path / "evals.jsonl").read_text().splitlines()]
-    assert result["status"] == "done" and len(evals) == 8
+    assert result.status == "done" and len(evals) == 8
     assert evals[-1] < evals[0] - 0.1  # 8 steps at lr 1e-2 leave the uniform start (ln 256 = 5.5)
 
 
@@ -160,12 +157,12 @@ def test_divergence_stops_with_the_step(tmp_path, byte_shards):
         },
     )
     result = train(spec, tmp_path, log=_quiet)
-    assert result["status"] == "diverged" and 1 <= result["diverged_step"] <= 30
-    assert result["steps"] == result["diverged_step"] - 1 and result["val_loss"] is None
+    assert result.status == "diverged" and 1 <= result.diverged_step <= 30
+    assert result.steps == result.diverged_step - 1 and result.val_loss is None
     status = store.read_status(tmp_path)
-    assert status.state == "diverged" and str(result["diverged_step"]) in status.reason
+    assert status.state == "diverged" and str(result.diverged_step) in status.reason
     metrics = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    assert [m["step"] for m in metrics] == list(range(1, result["diverged_step"]))
+    assert [m["step"] for m in metrics] == list(range(1, result.diverged_step))
     assert all(math.isfinite(m["train_loss"]) for m in metrics)
 
 
@@ -183,7 +180,7 @@ def test_corrupted_newest_checkpoint_falls_back_to_the_previous(tmp_path, byte_s
     result = train(spec, run, log=warnings.append)
     assert any("step-6.pt is unusable" in w for w in warnings)
     assert any("resumed" in w and "step 4" in w for w in warnings)
-    assert result["val_loss"] == reference["val_loss"] and result["restarts"] == 1
+    assert result.val_loss == reference.val_loss and result.restarts == 1
 
 
 def _cli(*args: str) -> tuple[int, str]:

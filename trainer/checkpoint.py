@@ -20,6 +20,7 @@ import torch
 from scaling import atomic, store
 from scaling.errors import UserError
 from scaling.spec import RunSpec
+from trainer import accelerator
 from trainer.model import DiT
 
 FORMAT = 1
@@ -128,8 +129,9 @@ def rng_state() -> dict:
         },
         "python": {"version": version, "internal": list(internal), "gauss_next": gauss_next},
     }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state()
+    cuda = accelerator.cuda_rng_state()
+    if cuda is not None:
+        state["cuda"] = cuda
     return state
 
 
@@ -141,5 +143,5 @@ def set_rng_state(state: dict) -> None:
     )
     p = state["python"]
     random.setstate((p["version"], tuple(p["internal"]), p["gauss_next"]))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state(state["cuda"])
+    if "cuda" in state:
+        accelerator.set_cuda_rng_state(state["cuda"])

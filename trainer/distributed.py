@@ -63,16 +63,6 @@ def _slurm_rendezvous() -> None:
     env.setdefault("MASTER_PORT", str(20000 + int(env.get("SLURM_JOB_ID", "0")) % 20000))
 
 
-def device_for(env: DistEnv) -> torch.device:
-    """cuda:<local rank> when CUDA is there (unless SCALING_DEVICE=cpu), else the CPU."""
-    wanted = os.environ.get("SCALING_DEVICE", "")
-    if wanted != "cpu" and torch.cuda.is_available():
-        torch.cuda.set_device(env.local_rank)
-        torch.set_float32_matmul_precision("high")  # TF32 for what autocast leaves in fp32
-        return torch.device("cuda", env.local_rank)
-    return torch.device("cpu")
-
-
 def init(env: DistEnv, device: torch.device) -> None:
     if not env.enabled or dist.is_initialized():
         return

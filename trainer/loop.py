@@ -1,6 +1,6 @@
 """The training loop: one RunSpec -> one run folder (docs/run-folder.md).
 
-    result = train(spec, run_dir)   # resumes from run_dir's checkpoint; returns result.json's dict
+    result = train(spec, run_dir)   # resumes from run_dir's checkpoint; returns its RunResult (result.json)
 
 - AdamW with decoupled weight decay on the weights of Linear layers only (embeddings, LayerNorm
   weights and biases are not decayed); learning rate: linear warmup over warmup_steps to lr, then
@@ -18,18 +18,17 @@
   from (eval.seed, chunk), so the same weights always give the same number; mean and standard
   error over windows. The final step is always evaluated.
 - Checkpoints every checkpoint_every steps, at the end, and at the first step boundary after
-  SIGTERM/SIGUSR2 (or a first Ctrl-C), after which train() raises Preempted (`scaling train` exits EXIT_PREEMPTED).
+  SIGTERM/SIGUSR2 (or a first Ctrl-C), after which train() raises Preempted (`scaling train` exits
+  scaling.store.EXIT_PREEMPTED).
 - A non-finite loss or gradient norm stops the run: result.json has status "diverged" and the step.
 - FLOPs: spec.steps x global_batch x 3 x forward FLOPs per sequence, for every convention of
   scaling.flops. MFU uses the "attention" convention (the model's real matmuls) over the peak of
-  the devices: SCALING_PEAK_FLOPS (per device) if set; on CUDA the card's dense bf16 peak
-  (PEAK_BF16); on CPU a 1024^3 fp32 matmul measured at start (noisy on a shared machine).
+  the devices (trainer.accelerator.peak_flops).
 - Threads: SCALING_THREADS sets torch.set_num_threads (the local executor splits the cores).
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import os
@@ -51,28 +50,14 @@ from scaling.errors import UserError
 from scaling.flops import CONVENTIONS, train_flops_per_seq
 from scaling.spec import RunSpec
 from scaling.tables import duration
-from trainer import checkpoint, data
+from trainer import accelerator, checkpoint, data
 from trainer import distributed as dist
+from trainer.accelerator import PRECISIONS, autocast_for
 from trainer.arms import Arm, get_arm
 from trainer.model import DiT
 
-EXIT_PREEMPTED = 75  # EX_TEMPFAIL: checkpointed after a signal; run again to resume
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR2, signal.SIGINT)
-PRECISIONS = ("auto", "fp32", "bf16")
 RECENT = 20  # training losses averaged into result.json's train_loss
-
-# Dense bf16 peak FLOP/s per device by name (datasheet figures without sparsity).
-PEAK_BF16 = {
-    "H100 PCIe": 756e12,
-    "H100": 989e12,
-    "H200": 989e12,
-    "GH200": 989e12,
-    "A100": 312e12,
-    "L40S": 362e12,
-    "A10G": 70e12,
-    "L4": 121e12,
-    "V100": 125e12,
-}
 
 
 class Preempted(Exception):
@@ -140,29 +125,6 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
 
 
-def peak_flops(device: torch.device) -> float | None:
-    """Peak FLOP/s of one device for MFU (see the module docstring)."""
-    if os.environ.get("SCALING_PEAK_FLOPS"):
-        return float(os.environ["SCALING_PEAK_FLOPS"])
-    if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-        return next((v for k, v in PEAK_BF16.items() if k in name), None)
-    return measure_matmul_flops(threads=torch.get_num_threads())  # cached per thread count
-
-
-@functools.lru_cache(maxsize=8)
-def measure_matmul_flops(n: int = 1024, repeats: int = 5, threads: int = 0) -> float:
-    """Best-of-`repeats` FLOP/s of an n^3 fp32 matmul on the CPU."""
-    a, b = torch.randn(n, n, generator=torch.Generator().manual_seed(0)), torch.randn(n, n)
-    torch.mm(a, b)
-    best = math.inf
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        torch.mm(a, b)
-        best = min(best, time.perf_counter() - t0)
-    return 2 * n**3 / best
-
-
 class _Signals:
     """Records SIGTERM/SIGUSR2/SIGINT; the loop checkpoints at the next step boundary. A second
     Ctrl-C interrupts at once (KeyboardInterrupt), losing the steps since the last checkpoint."""
@@ -184,12 +146,6 @@ class _Signals:
             signal.signal(s, h)
 
 
-def autocast_for(spec: RunSpec, device: torch.device):
-    if spec.precision == "bf16" or (spec.precision == "auto" and device.type == "cuda"):
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return nullcontext()
-
-
 def evaluate(
     model: nn.Module,
     arm: Arm,
@@ -208,7 +164,7 @@ def evaluate(
     per_window = torch.zeros(n, dtype=torch.float64, device=device)
     gen = torch.Generator(device=device)
     model.eval()
-    with torch.no_grad(), autocast_for(spec, device):
+    with torch.no_grad(), autocast_for(spec.precision, device):
         for c, start in enumerate(range(0, n, per_chunk)):
             if c % env.world_size != env.rank:
                 continue
@@ -238,8 +194,8 @@ def _finite_or_none(x: float | None) -> float | None:
     return x if x is not None and math.isfinite(x) else None
 
 
-def train(spec: RunSpec, run_dir: str | Path, *, handle_signals: bool = True, log=None) -> dict:
-    """Trains `spec` into `run_dir` (see the module docstring); returns the result dict.
+def train(spec: RunSpec, run_dir: str | Path, *, handle_signals: bool = True, log=None) -> store.RunResult:
+    """Trains `spec` into `run_dir` (see the module docstring); returns its result.json.
 
     Raises UserError for bad input before anything in run_dir is written, and Preempted after
     checkpointing when a stop signal arrived. `log` receives progress lines (default: print)."""
@@ -256,7 +212,7 @@ def train(spec: RunSpec, run_dir: str | Path, *, handle_signals: bool = True, lo
     env = dist.detect()
     arm = get_arm(spec.arm, spec.model.vocab)
     plan = check_spec(spec, env.world_size)
-    device = dist.device_for(env)
+    device = accelerator.device_for(env.local_rank)
     dist.init(env, device)
     signals = _Signals(handle_signals)
     try:
@@ -270,7 +226,14 @@ class _Session:
     """One process's part of a run, from the checkpoint it resumes (if any) to result.json."""
 
     def __init__(
-        self, spec: RunSpec, run_dir: Path, arm: Arm, plan: BatchPlan, env: dist.DistEnv, device: torch.device, log
+        self,
+        spec: RunSpec,
+        run_dir: Path,
+        arm: Arm,
+        plan: BatchPlan,
+        env: dist.DistEnv,
+        device: torch.device,
+        log,
     ) -> None:
         self.spec, self.run_dir, self.arm, self.plan, self.env, self.device = (
             spec,
@@ -322,7 +285,7 @@ class _Session:
         self.flops_per_step = {
             c: spec.global_batch * train_flops_per_seq(spec.model, c, spec.arm) for c in CONVENTIONS
         }
-        peak = peak_flops(device)
+        peak = accelerator.peak_flops(device)
         self.peak = peak * env.world_size if peak else None
         self.generator = torch.Generator(device=device)
 
@@ -352,7 +315,7 @@ class _Session:
             "flops": {c: step * f for c, f in self.flops_per_step.items()},
         }
 
-    def run(self, signals: _Signals) -> dict:
+    def run(self, signals: _Signals) -> store.RunResult:
         spec, run_dir = self.spec, self.run_dir
         if self.env.is_main:  # from here on the run folder is written, by rank 0
             store.ensure_run(run_dir, spec)
@@ -432,7 +395,7 @@ class _Session:
             self.generator.manual_seed(_seed(spec.seed, s, env.rank * plan.accum + m))
             last = m == plan.accum - 1
             with nullcontext() if last or not env.enabled else self.ddp.no_sync():
-                with autocast_for(spec, self.device):
+                with autocast_for(spec.precision, self.device):
                     loss = self.arm.training_loss(
                         self.ddp, batch[rows], None if t is None else t[rows], self.generator
                     )
@@ -490,34 +453,34 @@ class _Session:
                 },
             )
 
-    def finish(self, progress: dict, diverged_step: int | None) -> dict:
+    def finish(self, progress: dict, diverged_step: int | None) -> store.RunResult:
         """Writes result.json and the final status; returns the result."""
         last = self.stats["last_eval"] if diverged_step is None else None
         val = last["val_loss"] if last else None
         train_time = self.stats["train_time"]
         achieved = progress["step"] * self.flops_per_step["attention"] / train_time if train_time else None
-        result = {
-            "status": "done" if diverged_step is None else "diverged",
-            "run_key": self.spec.run_key,
-            "val_loss": _finite_or_none(val),
-            "val_loss_stderr": _finite_or_none(last["val_loss_stderr"]) if last else None,
-            "val_ppl": math.exp(val) if val is not None and val < 700 else None,
-            "train_loss": _finite_or_none(float(np.mean(self.recent))) if self.recent else None,
-            "steps": progress["step"],
-            "tokens": progress["tokens"],
-            "flops": progress["flops"],
-            "wall_s": self.wall_s(),
-            "tokens_per_s": progress["tokens"] / train_time if train_time else None,
-            "mfu": achieved / self.peak if achieved and self.peak else None,
-            "device": device_name(self.device),
-            "world_size": self.env.world_size,
-            "restarts": self.stats["restarts"],
-            "diverged_step": diverged_step,
-            "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "git_sha": paths.git_sha(),
-        }
+        result = store.RunResult(
+            status="done" if diverged_step is None else "diverged",
+            run_key=self.spec.run_key,
+            val_loss=_finite_or_none(val),
+            val_loss_stderr=_finite_or_none(last["val_loss_stderr"]) if last else None,
+            val_ppl=math.exp(val) if val is not None and val < 700 else None,
+            train_loss=_finite_or_none(float(np.mean(self.recent))) if self.recent else None,
+            steps=progress["step"],
+            tokens=progress["tokens"],
+            flops=progress["flops"],
+            wall_s=self.wall_s(),
+            tokens_per_s=progress["tokens"] / train_time if train_time else None,
+            mfu=achieved / self.peak if achieved and self.peak else None,
+            device=accelerator.device_name(self.device),
+            world_size=self.env.world_size,
+            restarts=self.stats["restarts"],
+            diverged_step=diverged_step,
+            finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            git_sha=paths.git_sha(),
+        )
         if self.env.is_main:
-            atomic.write_json(self.run_dir / store.RESULT_FILE, result)
+            store.write_result(self.run_dir, result)
             if diverged_step is None:
                 store.write_status(self.run_dir, "done")
             else:
@@ -525,13 +488,7 @@ class _Session:
                     self.run_dir, "diverged", reason=f"non-finite loss or gradient at step {diverged_step}"
                 )
         if diverged_step is None:
-            self.say(f"[{self.spec.run_key}] done: val_loss {val:.4f} in {result['wall_s']:.0f}s")
+            self.say(f"[{self.spec.run_key}] done: val_loss {val:.4f} in {result.wall_s:.0f}s")
         else:
             self.say(f"[{self.spec.run_key}] diverged at step {diverged_step}: non-finite loss or gradient")
         return result
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"cpu ({torch.get_num_threads()} threads)"

@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from scaling import store
-from scaling.commands.status import sweep_views
-from scaling.executors import cancel_jobs
+from scaling.workflows.sweep import cancel_sweep
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -17,15 +15,9 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    views = sweep_views(args.sweep)
-    active = [v for v in views if v.state in store.ACTIVE and v.status.job_id]
-    job_ids = sorted({v.status.job_id for v in active})
-    cancel_jobs(job_ids)
-    cancelled = 0
-    for v in active:
-        if store.read_result(v.run_dir) is None:  # a run may finish while we cancel
-            store.write_status(v.run_dir, "cancelled", reason="cancelled by `scaling cancel`")
-            cancelled += 1
+    cancelled, job_ids, warnings = cancel_sweep(args.sweep)
+    for w in warnings:
+        print(f"warning: {w}")
     print(
         f"cancelled {cancelled} run(s) of {args.sweep} ({len(job_ids)} job(s)); `scaling sweep` resumes them"
     )

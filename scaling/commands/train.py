@@ -2,7 +2,7 @@
 
 Resumes from the folder's newest checkpoint, returns at once when result.json exists, and after
 SIGTERM/SIGUSR2 (or a first Ctrl-C) checkpoints at the next step boundary and exits with
-trainer.loop.EXIT_PREEMPTED (75) so that an executor can requeue it. Launch under torchrun (or srun with several tasks) for DDP.
+scaling.store.EXIT_PREEMPTED (75) so that an executor can requeue it. Launch under torchrun (or srun with several tasks) for DDP.
 """
 
 from __future__ import annotations
@@ -12,6 +12,9 @@ from pathlib import Path
 
 from scaling.errors import UserError
 from scaling.spec import load_spec
+from scaling.store import EXIT_PREEMPTED
+from trainer.distributed import is_main
+from trainer.loop import Preempted, train
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -30,9 +33,6 @@ def run(args: argparse.Namespace) -> int:
         out = spec_path.resolve().parent
     else:
         raise UserError("give the run folder with --out RUN_DIR")
-    from trainer.distributed import is_main
-    from trainer.loop import EXIT_PREEMPTED, Preempted, train
-
     try:
         result = train(spec, out)
     except Preempted as e:
@@ -41,8 +41,8 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_PREEMPTED
     if not is_main():
         return 0
-    if result.get("status") == "done":
-        print(f"{out}: done, val_loss {result['val_loss']:.4f} +- {result['val_loss_stderr']:.4f}")
+    if result.status == "done":
+        print(f"{out}: done, val_loss {result.val_loss:.4f} +- {result.val_loss_stderr:.4f}")
     else:
-        print(f"{out}: diverged at step {result.get('diverged_step')}")
+        print(f"{out}: diverged at step {result.diverged_step}")
     return 0

@@ -1,8 +1,14 @@
-"""What every executor offers the sweep, status and cancel commands, and the cluster config schema.
+"""The executor interface, in submitit's style: one class per backend owns its config class,
+submission, polling and cancelling, and says whether its jobs outlive the sweep process.
 
-An executor submits runs and answers, in one call per poll for all of a sweep's jobs, what its
-queue knows about them. It never decides a run's state alone: `scaling.executors.reconcile`
-combines the queue's answer with the run folder.
+    executor = LocalExecutor.from_cluster({"max_parallel": 2})   # or executors.executor_for(cfg.cluster)
+    job_ids = executor.submit(sweep_dir, runs)       # run_key -> "<backend>:<native id>"
+    infos = LocalExecutor.poll(job_ids)              # job id -> JobInfo, one call for all
+    LocalExecutor.cancel(job_ids)
+
+An executor never decides a run's state alone: `scaling.executors.reconcile` combines the queue's
+answer with the run folder (docs/run-folder.md). Every backend starts the trainer the same way,
+`launch_trainer`, and reads its exit code by the run-folder contract (scaling.store.EXIT_*).
 """
 
 from __future__ import annotations
@@ -10,11 +16,14 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
+import time
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Any, ClassVar
 
+from scaling import records, store
 from scaling.errors import UserError
 from scaling.spec import RunSpec
 
@@ -36,7 +45,8 @@ class Run:
 
 @dataclass(frozen=True)
 class JobInfo:
-    """What a queue says about one job. `state` is pending | running | ended | unknown."""
+    """What a queue says about one job. `state` is pending | running | active | ended | unknown
+    (`active`: a live local runner, which does not say which of its runs is running)."""
 
     state: str
     restarts: int = 0
@@ -44,143 +54,125 @@ class JobInfo:
     cancelled: bool = False
 
 
-class Executor(ABC):
-    name: str
+class QueueUnavailable(RuntimeError):
+    """The queue could not be asked (command missing, timed out, controller down): states stay as
+    the run folders have them."""
 
-    @abstractmethod
-    def check(self) -> None:
+
+class Executor(ABC):
+    """A backend. Subclasses set `name` (the job-id prefix and the `executor:` value of cluster
+    configs), `Config` (the dataclass of its cluster config) and `detached`."""
+
+    name: ClassVar[str]
+    Config: ClassVar[type]
+    detached: ClassVar[bool]  # jobs go on when the sweep process stops waiting (Ctrl-C)
+
+    def __init__(self, config: Any) -> None:
+        self.config = config
+
+    @classmethod
+    def parse_config(cls, raw: dict[str, Any]) -> Any:
+        """The `cluster` section as this backend's Config, with one-line errors."""
+        try:
+            return records.from_dict(cls.Config, dict(raw), "cluster", text_numbers=True)
+        except records.RecordError as e:
+            raise UserError(str(e)) from None
+
+    @classmethod
+    def from_cluster(cls, raw: dict[str, Any]) -> Executor:
+        return cls(cls.parse_config(raw))
+
+    @classmethod
+    def job_id(cls, native: str) -> str:
+        """The project's job id: the backend's name, a colon, the queue's own id."""
+        return f"{cls.name}:{native}"
+
+    @classmethod
+    def native_id(cls, job_id: str) -> str:
+        return job_id.removeprefix(f"{cls.name}:")
+
+    @property
+    def poll_s(self) -> float:
+        return float(self.config.poll_s)
+
+    @property
+    def wait_timeout_h(self) -> float:
+        return float(self.config.wait_timeout_h)
+
+    def check(self) -> None:  # noqa: B027 (optional hook: most backends can always run)
         """Raises UserError when this executor cannot work here (missing commands)."""
 
     @abstractmethod
     def resources(self, run: Run) -> dict[str, Any]:
-        """What the run would get, for --dry-run."""
+        """What the run would get, for --dry-run (UserError when nothing fits it)."""
 
     @abstractmethod
     def submit(self, sweep_dir: Path, runs: list[Run]) -> dict[str, str]:
         """Starts the runs; returns run_key -> job id. Writes nothing into the run folders."""
 
+    @classmethod
     @abstractmethod
-    def interrupt(self, job_ids: list[str]) -> None:
-        """What Ctrl-C in a waiting `scaling sweep` does to the jobs."""
+    def poll(cls, job_ids: list[str]) -> dict[str, JobInfo]:
+        """What the queue says about these jobs of this backend (QueueUnavailable if it cannot)."""
 
+    @classmethod
     @abstractmethod
-    def settle(self, timeout: float) -> None:
+    def cancel(cls, job_ids: list[str]) -> None:
+        """Stops these jobs; their trainers checkpoint (SIGTERM), so a later sweep resumes them."""
+
+    def settle(self, timeout: float) -> None:  # noqa: B027 (optional hook)
         """Once no run is active: waits (bounded) for workers this process started to exit."""
 
 
-# --- the cluster config (sweeps/cluster/<name>.yaml) ----------------------------------------
+# --- starting the trainer: shared by every backend ------------------------------------------------
 
 
-@dataclass(frozen=True)
-class LocalConfig:
-    executor: str = "local"
-    max_parallel: int = 0  # 0: one run per GPU when GPUs are present, else one per CPU core
-    threads_per_run: int = 0  # 0: the cores split evenly between parallel runs
-    poll_s: float = 2.0
-    wait_timeout_h: float = 168.0
+def train_command(run_dir: Path) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "scaling.cli",
+        "train",
+        str(run_dir / store.SPEC_FILE),
+        "--out",
+        str(run_dir),
+    ]
 
 
-@dataclass(frozen=True)
-class Resources:
-    """Resources for every run whose total parameter count is <= max_params."""
-
-    max_params: float
-    gpus_per_node: int = 1
-    nodes: int = 1
-    cpus_per_task: int = 8
-    mem_gb: float = 64
-    timeout_min: int = 1440
-
-
-@dataclass(frozen=True)
-class SlurmConfig:
-    executor: str = "slurm"
-    partition: str | None = None
-    account: str | None = None
-    qos: str | None = None
-    constraint: str | None = None
-    array_parallelism: int = 64
-    max_num_timeout: int = 3  # requeues after a time limit or preemption before the run fails
-    signal_delay_s: int = 120  # USR2 this long before the limit: time to write a checkpoint
-    sbatch: dict[str, Any] = field(default_factory=dict)  # any other `#SBATCH --key=value`
-    setup: list[str] = field(default_factory=list)  # shell lines run before the job (module load ...)
-    resources: list[Resources] = field(default_factory=lambda: [Resources(max_params=float("inf"))])
-    poll_s: float = 15.0
-    wait_timeout_h: float = 168.0
-
-    def resources_for(self, run: Run) -> Resources:
-        for r in self.resources:
-            if run.params_total <= r.max_params:
-                return r
-        largest = max(r.max_params for r in self.resources)
-        raise UserError(
-            f"run {run.run_key} has {run.params_total:.3g} parameters, more than every cluster.resources "
-            f"entry allows (largest max_params {largest:.3g}): add an entry with a larger max_params"
+def launch_trainer(run_dir: Path, log_path: Path, header: str, env: dict[str, str]) -> subprocess.Popen:
+    """`scaling train` for the run folder as a child process, its output appended to `log_path`
+    after a `=== <time> <header>` line."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        log.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} {header}\n".encode())
+        log.flush()
+        return subprocess.Popen(
+            train_command(run_dir), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env
         )
 
 
-CLUSTER_CONFIGS = {"local": LocalConfig, "slurm": SlurmConfig}
+def thread_env(threads: int | str) -> dict[str, str]:
+    """The environment of a trainer limited to `threads` CPU threads."""
+    return os.environ | {"SCALING_THREADS": str(threads), "OMP_NUM_THREADS": str(threads)}
 
 
-def parse_cluster(raw: dict[str, Any]) -> LocalConfig | SlurmConfig:
-    """The `cluster` section of a sweep, with one-line errors for unknown executors and keys."""
-    raw = dict(raw or {})
-    executor = raw.get("executor", "local")
-    cls = CLUSTER_CONFIGS.get(executor)
-    if cls is None:
-        raise UserError(
-            f"unknown executor {executor!r} in cluster config: choose from {', '.join(CLUSTER_CONFIGS)}"
-        )
-    _reject_unknown(raw, cls, "cluster")
-    if cls is SlurmConfig and "resources" in raw:
-        entries = raw["resources"]
-        if not isinstance(entries, list) or not entries:
-            raise UserError("cluster.resources must be a non-empty list of {max_params, gpus_per_node, ...}")
-        resources = []
-        for i, entry in enumerate(entries):
-            if not isinstance(entry, dict) or "max_params" not in entry:
-                raise UserError(f"cluster.resources[{i}] must be a mapping with max_params, got {entry!r}")
-            _reject_unknown(entry, Resources, f"cluster.resources[{i}]")
-            resources.append(
-                Resources(**{k: _typed(Resources, k, v, f"cluster.resources[{i}]") for k, v in entry.items()})
-            )
-        raw["resources"] = resources
-    kwargs = {k: v if k == "resources" else _typed(cls, k, v, "cluster") for k, v in raw.items()}
-    config = cls(**kwargs)
-    if isinstance(config, SlurmConfig):
-        if not isinstance(config.sbatch, dict):
-            raise UserError(f"cluster.sbatch must be a mapping of sbatch options, got {config.sbatch!r}")
-        if not isinstance(config.setup, list):
-            raise UserError(f"cluster.setup must be a list of shell lines, got {config.setup!r}")
-    return config
+def exit_reason(rc: int, log_path: Path) -> str:
+    """Why a trainer that wrote no result ended, for status.json."""
+    return f"scaling train exited with code {rc}: {log_tail(log_path)}".rstrip(": ")
 
 
-def _reject_unknown(raw: dict, cls, where: str) -> None:
-    names = {f.name for f in fields(cls)}
-    unknown = sorted(set(raw) - names)
-    if unknown:
-        raise UserError(
-            f"{where}: unknown option(s) {', '.join(unknown)} (known: {', '.join(sorted(names))})"
-        )
-
-
-def _typed(cls, name: str, value: Any, where: str) -> Any:
-    """Numbers as the dataclass declares them (YAML reads 1e9 as a string, 64 as an int)."""
-    hint = get_type_hints(cls)[name]
-    if value is None or hint not in (int, float):
-        return value
+def log_tail(path: Path, lines: int = 1) -> str:
     try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise UserError(f"{where}.{name}: expected a number, got {value!r}") from None
-    if hint is int:
-        if number != int(number):
-            raise UserError(f"{where}.{name}: expected a whole number, got {value!r}")
-        return int(number)
-    return number
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 4096))
+            text = f.read().decode(errors="replace")
+    except FileNotFoundError:
+        return ""
+    return " | ".join(line.strip() for line in text.strip().splitlines()[-lines:])
 
 
-# --- helpers shared by executors ----------------------------------------------------------
+# --- helpers for backends with queue commands ----------------------------------------------------
 
 
 def require_commands(names: list[str], what: str) -> None:
@@ -195,10 +187,3 @@ def require_commands(names: list[str], what: str) -> None:
 def run_command(argv: list[str], timeout: float = QUEUE_TIMEOUT_S) -> subprocess.CompletedProcess:
     """A queue command with a time limit; never raises for a non-zero exit (callers read rc)."""
     return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=os.environ.copy())
-
-
-def cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1

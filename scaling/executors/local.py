@@ -5,7 +5,8 @@ trains the queued runs with `scaling train`, so that the sweep process only watc
 exactly as it does for SLURM: `--no-wait`, `scaling status` and `scaling cancel` work the same.
 The runner's PID is the job id of its runs (`local:<host>:<pid>`). On SIGTERM or SIGINT the
 runner passes SIGTERM to its trainers (which checkpoint and exit) and marks their runs
-cancelled; the next `scaling sweep` resumes them from their checkpoints.
+cancelled; the next `scaling sweep` resumes them from their checkpoints. Ctrl-C in a waiting
+`scaling sweep` stops the runner (the executor is not detached).
 """
 
 from __future__ import annotations
@@ -21,15 +22,32 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from scaling import atomic, store
-from scaling.executors.base import Executor, JobInfo, LocalConfig, Run, cpu_count, run_command
+from scaling.executors.base import (
+    Executor,
+    JobInfo,
+    Run,
+    exit_reason,
+    launch_trainer,
+    run_command,
+    thread_env,
+)
+from scaling.host import cpu_count
 
-PREFIX = "local:"
 STOP_GRACE_S = 120  # a trainer gets this long to checkpoint after SIGTERM
 RUNNER_MODULE = "scaling.executors.local"
 # not `-m`: the package imports this module first, and runpy would run a second copy of it
 RUNNER_CODE = f"import sys; from {RUNNER_MODULE} import run_queue; sys.exit(run_queue(sys.argv[1]))"
 
 _children: dict[int, subprocess.Popen] = {}  # runners started by this process, reaped on poll
+
+
+@dataclass(frozen=True)
+class LocalConfig:
+    executor: str = "local"
+    max_parallel: int = 0  # 0: one run per GPU when GPUs are present, else one per CPU core
+    threads_per_run: int = 0  # 0: the cores split evenly between parallel runs
+    poll_s: float = 2.0
+    wait_timeout_h: float = 168.0
 
 
 def gpu_ids() -> list[str]:
@@ -62,9 +80,11 @@ def slots(config: LocalConfig, gpus: list[str] | None = None) -> Slots:
 
 class LocalExecutor(Executor):
     name = "local"
+    Config = LocalConfig
+    detached = False
 
     def __init__(self, config: LocalConfig):
-        self.config = config
+        super().__init__(config)
         self._slots: Slots | None = None
         self._started: list[subprocess.Popen] = []
 
@@ -73,9 +93,6 @@ class LocalExecutor(Executor):
         if self._slots is None:
             self._slots = slots(self.config)
         return self._slots
-
-    def check(self) -> None:
-        return None  # this machine can always run
 
     def resources(self, run: Run) -> dict:
         s = self.slots
@@ -110,7 +127,7 @@ class LocalExecutor(Executor):
             )
         _children[proc.pid] = proc
         self._started.append(proc)
-        job_id = f"{PREFIX}{socket.gethostname()}:{proc.pid}"
+        job_id = runner_job_id(proc.pid)
         return {r.run_key: job_id for r in runs}
 
     def settle(self, timeout: float) -> None:
@@ -121,12 +138,38 @@ class LocalExecutor(Executor):
             except subprocess.TimeoutExpired:
                 pass  # it goes on alone; its status writes are guarded by its job id
 
-    def interrupt(self, job_ids: list[str]) -> None:
-        cancel(job_ids)  # the runs live in this machine's processes: stop them (they checkpoint)
+    @classmethod
+    def poll(cls, job_ids: list[str]) -> dict[str, JobInfo]:
+        host = socket.gethostname()
+        infos = {}
+        for job_id in set(job_ids):
+            job_host, pid = _parse(job_id)
+            if job_host != host:
+                infos[job_id] = JobInfo("unknown", reason=f"started on {job_host}; check it there")
+            elif _alive(pid):
+                infos[job_id] = JobInfo("active")
+            else:
+                infos[job_id] = JobInfo("ended", reason=f"local runner {pid} exited without a result")
+        return infos
+
+    @classmethod
+    def cancel(cls, job_ids: list[str]) -> None:
+        """SIGTERM each runner of this host; waits (bounded) until they have stopped their trainers."""
+        host = socket.gethostname()
+        pids = {pid for h, pid in map(_parse, set(job_ids)) if h == host and _alive(pid)}
+        for pid in pids:
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE_S + 30
+        while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+            time.sleep(0.2)
+
+
+def runner_job_id(pid: int) -> str:
+    return LocalExecutor.job_id(f"{socket.gethostname()}:{pid}")
 
 
 def _parse(job_id: str) -> tuple[str, int]:
-    host, pid = job_id[len(PREFIX) :].rsplit(":", 1)
+    host, pid = LocalExecutor.native_id(job_id).rsplit(":", 1)
     return host, int(pid)
 
 
@@ -149,55 +192,7 @@ def _alive(pid: int) -> bool:
         return not Path("/proc/self").exists()  # no /proc (macOS): trust kill(0)
 
 
-def poll(job_ids: list[str]) -> dict[str, JobInfo]:
-    host = socket.gethostname()
-    infos = {}
-    for job_id in set(job_ids):
-        job_host, pid = _parse(job_id)
-        if job_host != host:
-            infos[job_id] = JobInfo("unknown", reason=f"started on {job_host}; check it there")
-        elif _alive(pid):
-            infos[job_id] = JobInfo("active")
-        else:
-            infos[job_id] = JobInfo("ended", reason=f"local runner {pid} exited without a result")
-    return infos
-
-
-def cancel(job_ids: list[str]) -> None:
-    """SIGTERM each runner of this host; waits (bounded) until they have stopped their trainers."""
-    host = socket.gethostname()
-    pids = {pid for h, pid in map(_parse, set(job_ids)) if h == host and _alive(pid)}
-    for pid in pids:
-        os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + STOP_GRACE_S + 30
-    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
-        time.sleep(0.2)
-
-
 # --- the runner ------------------------------------------------------------------------------
-
-
-def train_command(run_dir: Path) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "scaling.cli",
-        "train",
-        str(run_dir / store.SPEC_FILE),
-        "--out",
-        str(run_dir),
-    ]
-
-
-def log_tail(path: Path, lines: int = 1) -> str:
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            f.seek(max(0, f.tell() - 4096))
-            text = f.read().decode(errors="replace")
-    except FileNotFoundError:
-        return ""
-    return " | ".join(line.strip() for line in text.strip().splitlines()[-lines:])
 
 
 def finish(run_dir: Path, job_id: str, rc: int, stopped: bool) -> None:
@@ -205,15 +200,13 @@ def finish(run_dir: Path, job_id: str, rc: int, stopped: bool) -> None:
     resubmitted meanwhile (the new job owns its status)."""
     result = store.read_result(run_dir)
     if result is not None:
-        state = "diverged" if result.get("status") == "diverged" else "done"
-        if store.read_status(run_dir).state != state:
-            store.write_status(run_dir, state, if_job=job_id)
+        if store.read_status(run_dir).state != result.status:
+            store.write_status(run_dir, result.status, if_job=job_id)
     elif stopped:
         reason = "stopped (SIGTERM); `scaling sweep` resumes it from its checkpoint"
         store.write_status(run_dir, "cancelled", if_job=job_id, reason=reason)
     else:
-        tail = log_tail(run_dir / "logs" / "train.log")
-        reason = f"scaling train exited with code {rc}: {tail}".rstrip(": ")
+        reason = exit_reason(rc, run_dir / "logs" / "train.log")
         store.write_status(run_dir, "failed", if_job=job_id, reason=reason)
 
 
@@ -221,7 +214,7 @@ def run_queue(queue_file: str | Path) -> int:
     queue = json.loads(Path(queue_file).read_text())
     pending = [Path(p) for p in queue["runs"]]
     parallel, threads, gpus = int(queue["parallel"]), int(queue["threads"]), list(queue["gpus"])
-    job_id = f"{PREFIX}{socket.gethostname()}:{os.getpid()}"
+    job_id = runner_job_id(os.getpid())
     stopping = False
 
     def stop(signum, frame):
@@ -236,24 +229,14 @@ def run_queue(queue_file: str | Path) -> int:
         while pending and len(running) < parallel and not stopping:
             run_dir = pending.pop(0)
             if store.read_result(run_dir) is not None:
-                finish(run_dir, job_id, 0, stopped=False)
+                finish(run_dir, job_id, store.EXIT_OK, stopped=False)
                 continue
             gpu = free_gpus.pop(0) if gpus else None
-            env = os.environ | {"SCALING_THREADS": str(threads), "OMP_NUM_THREADS": str(threads)}
+            env = thread_env(threads)
             if gpu is not None:
                 env["CUDA_VISIBLE_DEVICES"] = gpu
             store.write_status(run_dir, "running", job_id=job_id)
-            (run_dir / "logs").mkdir(parents=True, exist_ok=True)
-            with open(run_dir / "logs" / "train.log", "ab") as log:
-                log.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} {job_id}\n".encode())
-                log.flush()
-                proc = subprocess.Popen(
-                    train_command(run_dir),
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    env=env,
-                )
+            proc = launch_trainer(run_dir, run_dir / "logs" / "train.log", job_id, env)
             running[run_dir] = (proc, gpu)
         time.sleep(0.2)
         for run_dir, (proc, gpu) in list(running.items()):

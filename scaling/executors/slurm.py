@@ -19,8 +19,8 @@ import io
 import os
 import signal
 import subprocess
-import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +32,13 @@ from scaling.errors import UserError
 from scaling.executors.base import (
     Executor,
     JobInfo,
-    Resources,
+    QueueUnavailable,
     Run,
-    SlurmConfig,
+    exit_reason,
+    launch_trainer,
     require_commands,
     run_command,
+    thread_env,
 )
 
 COMMANDS = ["sbatch", "squeue", "scancel", "scontrol"]
@@ -44,24 +46,56 @@ PENDING = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "SUSPENDED", "R
 RUNNING = {"RUNNING", "COMPLETING", "CONFIGURING", "SIGNALING", "STAGE_OUT", "RESIZING"}
 
 
-class QueueUnavailable(RuntimeError):
-    """squeue could not be asked (missing, timed out, controller down): states stay as stored."""
+@dataclass(frozen=True)
+class Resources:
+    """Resources for every run whose total parameter count is <= max_params."""
+
+    max_params: float
+    gpus_per_node: int = 1
+    nodes: int = 1
+    cpus_per_task: int = 8
+    mem_gb: float = 64
+    timeout_min: int = 1440
+
+
+@dataclass(frozen=True)
+class SlurmConfig:
+    executor: str = "slurm"
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    constraint: str | None = None
+    array_parallelism: int = 64
+    max_num_timeout: int = 3  # requeues after a time limit or preemption before the run fails
+    signal_delay_s: int = 120  # USR2 this long before the limit: time to write a checkpoint
+    sbatch: dict[str, Any] = field(default_factory=dict)  # any other `#SBATCH --key=value`
+    setup: list[str] = field(default_factory=list)  # shell lines run before the job (module load ...)
+    resources: list[Resources] = field(default_factory=lambda: [Resources(max_params=float("inf"))])
+    poll_s: float = 15.0
+    wait_timeout_h: float = 168.0
+
+    def __post_init__(self) -> None:
+        if not self.resources:
+            raise UserError("cluster.resources must be a non-empty list of {max_params, gpus_per_node, ...}")
+
+    def resources_for(self, run: Run) -> Resources:
+        for r in self.resources:
+            if run.params_total <= r.max_params:
+                return r
+        largest = max(r.max_params for r in self.resources)
+        raise UserError(
+            f"run {run.run_key} has {run.params_total:.3g} parameters, more than every cluster.resources "
+            f"entry allows (largest max_params {largest:.3g}): add an entry with a larger max_params"
+        )
 
 
 class SlurmExecutor(Executor):
     name = "slurm"
-
-    def __init__(self, config: SlurmConfig):
-        self.config = config
+    Config = SlurmConfig
+    detached = True  # queued jobs do not need the sweep process: they go on
 
     def check(self) -> None:
         require_commands(COMMANDS, "cluster=slurm")
-
-    def interrupt(self, job_ids: list[str]) -> None:
-        return None  # queued jobs do not need the sweep process: they go on
-
-    def settle(self, timeout: float) -> None:
-        return None  # nothing runs in this process
 
     def resources(self, run: Run) -> dict[str, Any]:
         r = self.config.resources_for(run)
@@ -94,7 +128,7 @@ class SlurmExecutor(Executor):
                     )
             except UncompletedJobError as e:  # sbatch refused: its own words, on one line
                 raise UserError(f"sbatch refused the job array: {_sbatch_error(str(e))}") from None
-            job_ids.update({run.run_key: job.job_id for run, job in zip(group, jobs)})
+            job_ids.update({run.run_key: self.job_id(job.job_id) for run, job in zip(group, jobs)})
         return job_ids
 
     def parameters(self, r: Resources, name: str) -> dict[str, Any]:
@@ -120,6 +154,15 @@ class SlurmExecutor(Executor):
             params["slurm_setup"] = list(c.setup)
         return params
 
+    @classmethod
+    def poll(cls, job_ids: list[str]) -> dict[str, JobInfo]:
+        native = {cls.native_id(j): j for j in job_ids}
+        return {native[n]: info for n, info in _poll(list(native)).items()}
+
+    @classmethod
+    def cancel(cls, job_ids: list[str]) -> None:
+        _cancel([cls.native_id(j) for j in job_ids])
+
 
 def tasks_per_node(r: Resources) -> int:
     return max(1, r.gpus_per_node)  # one process per GPU
@@ -138,10 +181,10 @@ def _base(job_id: str) -> str:
     return job_id.split("_", 1)[0]
 
 
-def poll(job_ids: list[str]) -> dict[str, JobInfo]:
+def _poll(native_ids: list[str]) -> dict[str, JobInfo]:
     """One squeue call for every job (pending, running and recently ended), then one sacct call
     for those squeue has forgotten; ids neither knows are `ended` (vanished)."""
-    wanted = set(job_ids)
+    wanted = set(native_ids)
     if not wanted:
         return {}
     bases = sorted({_base(j) for j in wanted}, key=lambda b: int(b) if b.isdigit() else 0)
@@ -212,11 +255,11 @@ def _sacct(job_ids: list[str]) -> dict[str, JobInfo]:
     return infos
 
 
-def cancel(job_ids: list[str]) -> None:
-    if not job_ids:
+def _cancel(native_ids: list[str]) -> None:
+    if not native_ids:
         return
     try:
-        out = run_command(["scancel", *sorted(set(job_ids))])
+        out = run_command(["scancel", *sorted(set(native_ids))])
     except (FileNotFoundError, subprocess.TimeoutExpired) as e:
         raise UserError(f"scancel failed: {e}") from None
     if out.returncode != 0 and "Invalid job id" not in out.stderr:
@@ -239,12 +282,6 @@ def _wait(child: subprocess.Popen, timeout: float | None = None) -> int | None:
     return rc
 
 
-def _exit_preempted() -> int:
-    from trainer.loop import EXIT_PREEMPTED  # imports torch: only once the trainer has exited
-
-    return EXIT_PREEMPTED
-
-
 class TrainJob(submitit.helpers.Checkpointable):
     """The submitit callable of one run: `scaling train` in a child process (see module doc).
 
@@ -260,58 +297,40 @@ class TrainJob(submitit.helpers.Checkpointable):
         run_path = Path(run_dir)
         done = store.read_result(run_path)
         if done is not None:  # requeued just as it finished
-            return done
+            return {"status": done.status}
         env = submitit.JobEnvironment()
+        job_id = SlurmExecutor.job_id(env.job_id)
         rank0 = env.global_rank == 0
         restarts = int(os.environ.get("SLURM_RESTART_COUNT", 0) or 0)
         if rank0:
-            store.write_status(run_path, "running", job_id=env.job_id, requeues=restarts)
+            store.write_status(run_path, "running", job_id=job_id, requeues=restarts)
         # SIGTERM (scancel, scontrol requeue, node shutdown): the trainer checkpoints; SLURM decides
         signal.signal(signal.SIGTERM, self._on_sigterm)
-        threads = os.environ.get("SLURM_CPUS_PER_TASK", "1")
-        child_env = os.environ | {"SCALING_THREADS": threads, "OMP_NUM_THREADS": threads}
-        logs = run_path / "logs"
-        logs.mkdir(parents=True, exist_ok=True)
-        log_path = logs / ("train.log" if rank0 else f"train.rank{env.global_rank}.log")
-        with open(log_path, "ab") as log:
-            log.write(
-                f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} job {env.job_id} restart {restarts}\n".encode()
-            )
-            log.flush()
-            self._child = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "scaling.cli",
-                    "train",
-                    str(run_path / store.SPEC_FILE),
-                    "--out",
-                    str(run_path),
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=child_env,
-            )
+        log_path = run_path / "logs" / ("train.log" if rank0 else f"train.rank{env.global_rank}.log")
+        self._child = launch_trainer(
+            run_path,
+            log_path,
+            f"job {job_id} restart {restarts}",
+            thread_env(os.environ.get("SLURM_CPUS_PER_TASK", "1")),
+        )
         try:
             rc = _wait(self._child)
         except UncompletedJobError as e:  # submitit's USR2 handler: too many timeouts, no requeue
-            if store.read_result(run_path) is not None:
-                return store.read_result(run_path)
+            result = store.read_result(run_path)
+            if result is not None:
+                return {"status": result.status}
             if rank0:
-                store.write_status(run_path, "failed", if_job=env.job_id, reason=str(e), requeues=restarts)
+                store.write_status(run_path, "failed", if_job=job_id, reason=str(e), requeues=restarts)
             raise
         result = store.read_result(run_path)
         if result is not None:
-            return result
-        if self._terminated or rc == _exit_preempted():
+            return {"status": result.status}
+        if self._terminated or rc == store.EXIT_PREEMPTED:
             # checkpointed after SIGTERM (requeue, cancel) or USR2 (rank > 0; rank 0 requeues)
             return {"interrupted": True}
-        from scaling.executors.local import log_tail
-
-        reason = f"scaling train exited with code {rc}: {log_tail(log_path)}"
+        reason = exit_reason(rc, log_path)
         if rank0:
-            store.write_status(run_path, "failed", if_job=env.job_id, reason=reason, requeues=restarts)
+            store.write_status(run_path, "failed", if_job=job_id, reason=reason, requeues=restarts)
         raise RuntimeError(reason)
 
     def _on_sigterm(self, signum, frame) -> None:
@@ -329,7 +348,7 @@ class TrainJob(submitit.helpers.Checkpointable):
                 _wait(child, timeout=10)
         restarts = int(os.environ.get("SLURM_RESTART_COUNT", 0) or 0)
         if store.read_result(Path(run_dir)) is None:  # else the requeued task returns the result at once
-            job_id = submitit.JobEnvironment().job_id
+            job_id = SlurmExecutor.job_id(submitit.JobEnvironment().job_id)
             store.write_status(run_dir, "requeued", if_job=job_id, requeues=restarts + 1)
         # a fresh callable: the process handle does not pickle
         return submitit.helpers.DelayedSubmission(TrainJob(self.signal_delay_s), run_dir)
