@@ -37,9 +37,12 @@ plan: setup
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+LINTED := scaling trainer analysis tests bench scripts
+
 lint: setup
-	$(BIN)/ruff check scaling trainer analysis tests bench
-	$(BIN)/ruff format --check scaling trainer analysis tests bench
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
+	$(BIN)/python scripts/check_layers.py
 
 clean-venv:
 	rm -rf $(VENV)
