@@ -98,7 +98,9 @@ class SweepConfig:
     flops_convention: str = "reference"
     seeds: list[int] = field(default_factory=lambda: [0])
     sizes: list[SizeList] = field(default_factory=list)
-    arm_sizes: dict[str, list[SizeList]] = field(default_factory=dict)  # arm -> records like sizes
+    # arm -> records like sizes; typed dict[str, list[SizeList]] by _hints (OmegaConf 2.3 neither checks
+    # records nested in a dict of lists nor lets an override assign plain ones), converted by _to_sweep
+    arm_sizes: dict[str, Any] = field(default_factory=dict)
     size_rule: SizeRule | None = None
     expected_tokens_per_param: float = 20.0
     data: DataConfig = field(default_factory=DataConfig)
@@ -111,6 +113,7 @@ class SweepConfig:
 SCHEMA_NAME = "_sweep_schema"
 ENTRY_NAME = "_sweep_entry"
 GROUPS = ("cluster",)  # config groups of a sweep (folders beside the sweep files)
+LATE_KEYS = ("ladder", "size_rule")  # overrides applied after Hydra's composition (see _apply_late)
 NAME_CHARS = re.compile(r"[^A-Za-z0-9._=+-]")
 MISSING_EXAMPLES = {
     "arms": "arms=[ar]",
@@ -248,13 +251,21 @@ def sweep_from_dict(raw: dict) -> SweepConfig:
 
 
 def _compose(config_name: str, lines: list[str], search: list[Path]) -> SweepConfig:
+    """Hydra composes the schema, the sweep file (with its defaults) and the overrides; the
+    overrides of LATE_KEYS are applied to the result (see _apply_late)."""
     import yaml
     from hydra import compose, initialize
     from hydra.core.config_store import ConfigStore
     from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
+    parser = OverridesParser.create()
+    late = [o for o in map(parser.parse_override, lines) if o.key_or_group.split(".")[0] in LATE_KEYS]
+    lines = [
+        line for line in lines if parser.parse_override(line).key_or_group.split(".")[0] not in LATE_KEYS
+    ]
     store = ConfigStore.instance()
     store.store(name=SCHEMA_NAME, node=SweepConfig)
     store.store(
@@ -277,11 +288,69 @@ def _compose(config_name: str, lines: list[str], search: list[Path]) -> SweepCon
                 cfg = compose(config_name=ENTRY_NAME, overrides=lines)
     except yaml.YAMLError as e:
         raise UserError(_yaml_message(e)) from None
-    except (HydraException, OmegaConfBaseException, ValueError) as e:
+    except (
+        HydraException,
+        OmegaConfBaseException,
+        ValueError,
+        TypeError,
+        AssertionError,
+        AttributeError,
+    ) as e:
         raise UserError(_explain(e, config_name, search)) from None
     finally:
         GlobalHydra.instance().clear()
+    for o in late:
+        _apply_late(cfg, o)
     return _to_sweep(cfg, config_name)
+
+
+def _apply_late(cfg, o) -> None:
+    """`ladder` and `size_rule` overrides, which Hydra cannot apply: `ladder` is also the name of
+    the ladder/ folder (Hydra takes `ladder=...` for a config group choice) and holds a name, a
+    list or a mapping (replaced, not merged); `size_rule` is null unless the sweep sets it."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    key, value = o.key_or_group, None if o.is_delete() else o.value()
+    head, _, rest = key.partition(".")
+    try:
+        if head == "size_rule":
+            if o.is_delete() and not rest:
+                cfg.size_rule = None
+                return
+            current = cfg.size_rule if cfg.size_rule is not None else {}
+            if not rest:
+                cfg.size_rule = (
+                    None if value is None else OmegaConf.merge(OmegaConf.structured(SizeRule), current, value)
+                )
+                return
+            if cfg.size_rule is None:
+                cfg.size_rule = OmegaConf.structured(SizeRule)
+        if o.is_delete():
+            raise UserError(f"{o.input_line}: {key} cannot be deleted; set it instead")
+        if not rest:
+            cfg.ladder = value
+            return
+        if head == "ladder" and not OmegaConf.is_config(cfg.ladder):
+            raise UserError(
+                f"{key}: the ladder of this sweep is {_flow(cfg.ladder)}, which has no keys; give the whole ladder"
+            )
+        OmegaConf.update(cfg, key, value, merge=True)
+    except (OmegaConfBaseException, TypeError, ValueError, AttributeError, AssertionError) as e:
+        if head == "ladder":
+            ladder = OmegaConf.to_container(cfg.ladder) if OmegaConf.is_config(cfg.ladder) else cfg.ladder
+            kind = (
+                "a list of shapes"
+                if isinstance(ladder, list)
+                else "a mapping"
+                if isinstance(ladder, dict)
+                else "a name"
+            )
+            raise UserError(
+                f"{key}: the ladder of this sweep is {kind} without that entry; give the whole ladder "
+                "(a name, a list of shapes or {generate: {...}})"
+            ) from None
+        raise UserError(f"{key}: cannot set it here ({_first_line(e)})") from None
 
 
 def _to_sweep(cfg, default_name: str) -> SweepConfig:
@@ -404,7 +473,10 @@ def _check_records(where: str, records: list[SizeList]) -> None:
 
 @cache
 def _hints(cls) -> dict[str, Any]:
-    return get_type_hints(cls)
+    hints = get_type_hints(cls)
+    if cls is SweepConfig:
+        hints["arm_sizes"] = dict[str, list[SizeList]]
+    return hints
 
 
 def _unwrap(hint) -> tuple[Any, bool]:
@@ -742,6 +814,32 @@ def _parse_models(value: str) -> list[str]:
 # Hydra's errors, told in one line
 
 
+def _index_problem(key: str, config_name: str, search: list[Path]) -> str | None:
+    """`sizes.5.models=...` where sizes has 3 records: say which indices there are."""
+    from dataclasses import asdict
+
+    try:
+        node: Any = asdict(_compose(config_name, [], search))
+    except UserError:
+        return None
+    path = ""
+    for part in key.split("."):
+        if isinstance(node, list):
+            if not part.isdigit():
+                return None
+            if int(part) >= len(node):
+                have = f"{path}.0 to {path}.{len(node) - 1}" if node else "none"
+                entries = "1 entry" if len(node) == 1 else f"{len(node)} entries"
+                return f"{key}: {path} has {entries} ({have}); to add one, give the whole list"
+            node = node[int(part)]
+        elif isinstance(node, dict) and part in node:
+            node = node[part]
+        else:
+            return None
+        path = _join(path, part)
+    return None
+
+
 def _yaml_message(e) -> str:
     mark = getattr(e, "problem_mark", None)
     problem = getattr(e, "problem", None) or str(e).splitlines()[0]
@@ -809,9 +907,12 @@ def _explain(e: BaseException, config_name: str, search: list[Path]) -> str:
         detail = [d for d in detail if d.strip() and "raised while composing" not in d]
         return f"{path or config}: {detail[0].strip() if detail else _first_line(e)}"
     m = re.search(r"Could not override '([^']+)'|Error merging override (\S+)", text)
+    key = (m.group(1) or m.group(2).split("=", 1)[0]).lstrip("+~") if m else ""
+    if re.search(r"\.\d+(\.|$)", key):
+        problem = _index_problem(key, config_name, search)
+        if problem:
+            return problem
     if m and omega is not None:
-        key = m.group(1) or m.group(2).split("=", 1)[0]
-        key = key.lstrip("+~")
         if isinstance(omega, (ConfigAttributeError, ConfigKeyError)):
             parent = getattr(omega, "parent_node", None)
             section = key.rsplit(".", 1)[0]
