@@ -349,7 +349,7 @@ def one_line_error(capsys, argv: list[str]) -> str:
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("cluster=k8s", "Could not find 'cluster/k8s'"),  # the later cluster= wins
+        ("cluster=k8s", "no cluster config 'k8s': choose from local, slurm"),  # the later cluster= wins
         ("cluster.executor=k8s", "unknown executor 'k8s'"),
         ("+cluster.gpus=4", r"unknown field(s) gpus"),
         ("+cluster.resources.0.gpu=1", "resources[0]: unknown field(s) gpu"),
