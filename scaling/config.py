@@ -183,7 +183,7 @@ def load_sweeps(
     parsed = []
     for line in overrides:
         try:
-            parsed.append(_parse_override(line, search))
+            parsed.append(_parse_override(line))
         except _ListKey as e:
             raise UserError(_list_key_message(e, config_name, search)) from None
     swept = [o for o in parsed if o.is_sweep_override()]
@@ -656,7 +656,7 @@ LIST_KEY = re.compile(
 )
 
 
-def _parse_override(line: str, search: list[Path]):
+def _parse_override(line: str):
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
 
