@@ -3,11 +3,17 @@ backward, AdamW update) on random tokens, against a matmul peak measured in the 
 
     .venv/bin/python bench/train_throughput.py                 # CPU: d 256, 6 layers, T 128
     .venv/bin/python bench/train_throughput.py --device cuda   # CUDA: the 113M paper shape, bf16, T 2048
+    .venv/bin/python bench/train_throughput.py --compare-rotary --arms mdlm-ce
+
+--compare-rotary prints the error of the rotary embedding against a float64 rotation (fp32 and
+bf16 inputs) and times every arm twice, alternating, with the rotary of trainer/model.py (real
+arithmetic in the activations' dtype) and with the complex-number version it replaced (float32
+complex multiply, kept below as `complex_rotary` for this comparison).
 
 Model FLOPs count the `attention` convention of scaling.flops (every matmul of the real model:
 weights, attention products, conditioning), times 3 for training. The CPU target is a ratio of
 at least 0.6 to the fp32 matmul peak at d 256, 6 layers, T 128. On CUDA the table also gives MFU
-against the card's dense bf16 datasheet peak (trainer.loop.PEAK_BF16).
+against the card's dense bf16 datasheet peak (trainer.accelerator.PEAK_BF16).
 """
 
 from __future__ import annotations
@@ -17,12 +23,15 @@ import contextlib
 import time
 
 import torch
+from torch import Tensor
 
+import trainer.model
 from scaling.arms import ARMS
 from scaling.flops import ModelShape, train_flops_per_seq
+from trainer.accelerator import PEAK_BF16
 from trainer.arms import get_arm
-from trainer.loop import PEAK_BF16, param_groups
-from trainer.model import DiT
+from trainer.loop import param_groups
+from trainer.model import DiT, apply_rotary, rotary_tables
 
 PRESETS = {  # name: (d_model, n_layers, n_heads, vocab, seq_len, batch)
     "cpu": (256, 6, 4, 257, 128, 16),
@@ -50,13 +59,81 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def complex_rotary_tables(seq_len: int, head_dim: int) -> Tensor:
+    """The earlier tables: (cos, sin) per channel pair, [seq_len, head_dim / 2, 2] float32."""
+    inv_freq = 10_000.0 ** (-torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
+    angles = torch.outer(torch.arange(seq_len, dtype=torch.float64), inv_freq)
+    return torch.stack([angles.cos(), angles.sin()], dim=-1).float()
+
+
+def complex_rotary(x: Tensor, rotation: Tensor) -> Tensor:
+    """The earlier apply_rotary: one float32 complex multiply, then back to x's dtype."""
+    z = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))
+    r = torch.view_as_complex(rotation)
+    r = r.view(r.shape[0], r.shape[1], *([1] * (x.dim() - 3)), r.shape[-1])
+    return torch.view_as_real(z * r).flatten(-2).to(x.dtype)
+
+
+@contextlib.contextmanager
+def rotary_version(model: DiT, version: str):
+    """Run `model` with the rotary of trainer/model.py ("real") or the complex one it replaced."""
+    if version == "real":
+        yield
+        return
+    saved = model.rotation
+    model.rotation = complex_rotary_tables(model.shape.seq_len, model.shape.head_dim).to(saved.device)
+    trainer.model.apply_rotary = complex_rotary
+    try:
+        yield
+    finally:
+        trainer.model.apply_rotary = apply_rotary
+        model.rotation = saved
+
+
+def rotary_errors(seq_len: int = 2048, head_dim: int = 64) -> None:
+    """Max abs and norm-wise relative error of both versions against a float64 rotation of the
+    same (dtype-rounded) inputs, x ~ N(0, 1) [seq_len, head_dim] at positions 0 .. seq_len - 1."""
+    x = torch.randn(seq_len, head_dim, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    angles = torch.outer(
+        torch.arange(seq_len, dtype=torch.float64),
+        10_000.0 ** (-torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim),
+    )
+    real, cplx = rotary_tables(seq_len, head_dim)[None], complex_rotary_tables(seq_len, head_dim)[None]
+    print(f"rotary error against float64, x ~ N(0, 1) [{seq_len}, {head_dim}], max |x| {x.abs().max():.2f}")
+    print(f"{'input':<10}{'version':<22}{'max abs':>10}{'rel (norm)':>12}")
+    for dtype in (torch.float32, torch.bfloat16):
+        xd = x.to(dtype)
+        z = torch.view_as_complex(xd.double().unflatten(-1, (-1, 2)).contiguous())
+        want = torch.view_as_real(z * torch.polar(torch.ones_like(angles), angles)).flatten(-2)
+        for name, fn, table in [
+            ("complex, fp32 upcast", complex_rotary, cplx),
+            ("real, input dtype", apply_rotary, real),
+        ]:
+            err = fn(xd[None, :, None], table)[0, :, 0].double() - want
+            rel = err.norm() / want.norm()
+            print(f"{str(dtype).removeprefix('torch.'):<10}{name:<22}{err.abs().max():>10.2e}{rel:>12.2e}")
+
+
 def step_time(
-    arm_name: str, shape: ModelShape, batch: int, device: torch.device, bf16: bool, steps: int
+    arm_name: str,
+    shape: ModelShape,
+    batch: int,
+    device: torch.device,
+    bf16: bool,
+    steps: int,
+    rotary: str = "real",
 ) -> float:
     """Fastest of `steps` training steps after warm-up (best-of, like the matmul peak: on a shared
     machine the fastest step is the one least disturbed by other work)."""
     torch.manual_seed(0)
     model = DiT(shape).to(device)
+    with rotary_version(model, rotary):
+        return _step_time(model, arm_name, shape, batch, device, bf16, steps)
+
+
+def _step_time(
+    model: DiT, arm_name: str, shape: ModelShape, batch: int, device: torch.device, bf16: bool, steps: int
+) -> float:
     arm = get_arm(arm_name, shape.vocab)
     opt = torch.optim.AdamW(param_groups(model, 0.1), lr=1e-4, fused=device.type == "cuda")
     x = torch.randint(0, shape.vocab - 1, (batch, shape.seq_len), device=device)
@@ -91,6 +168,13 @@ def main() -> None:
     p.add_argument("--batch", type=int)
     p.add_argument("--steps", type=int, default=5, help="timed steps per arm (the fastest is reported)")
     p.add_argument("--threads", type=int, help="torch threads on the CPU (default: torch's choice)")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast on the CPU too (always on CUDA)")
+    p.add_argument(
+        "--compare-rotary",
+        action="store_true",
+        help="rotary error table, and each arm timed with the complex rotary it replaced too",
+    )
+    p.add_argument("--rounds", type=int, default=3, help="--compare-rotary: alternations per arm")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -99,30 +183,47 @@ def main() -> None:
     cfg = {k: getattr(args, k) if getattr(args, k) is not None else v for k, v in preset.items()}
     batch = cfg.pop("batch")
     shape = ModelShape(f"d{cfg['d_model']}-l{cfg['n_layers']}", **cfg)
-    bf16 = device.type == "cuda"
-    if bf16:
+    bf16 = device.type == "cuda" or args.bf16
+    if device.type == "cuda":
         n, dtype, name = 8192, torch.bfloat16, torch.cuda.get_device_name(device)
         datasheet = next((v for k, v in PEAK_BF16.items() if k in name), None)
         where = f"{name}, bf16 autocast; matmul peak: {n}^3 bf16"
     else:
         n, dtype, datasheet = 1024, torch.float32, None
-        where = f"CPU, {torch.get_num_threads()} threads, fp32; matmul peak: {n}^3 fp32"
+        precision = "bf16 autocast" if bf16 else "fp32"
+        where = f"CPU, {torch.get_num_threads()} threads, {precision}; matmul peak: {n}^3 fp32"
     print(
         f"{shape.name} (d {shape.d_model}, {shape.n_layers} layers, {shape.n_heads} heads, vocab {shape.vocab}, "
         f"T {shape.seq_len}), batch {batch}; {where}, measured next to each arm (load on a shared machine varies)"
     )
-    header = f"{'arm':<10} {'step s':>8} {'tokens/s':>12} {'GFLOP/s':>10} {'peak GF/s':>10} {'/peak':>6}"
+    versions = ("complex", "real") if args.compare_rotary else ("real",)
+    width = 20 if args.compare_rotary else 10
+    if args.compare_rotary:
+        rotary_errors()
+        print(
+            f"training steps: each rotary version {args.rounds} times, alternating; the fastest step of all"
+        )
+    header = f"{'arm':<{width}} {'step s':>8} {'tokens/s':>12} {'GFLOP/s':>10} {'peak GF/s':>10} {'/peak':>6}"
     print(header + (f" {'MFU':>6}" if datasheet else ""))
     for arm in args.arms:
-        before = matmul_peak(device, dtype, n)
-        dt = step_time(arm, shape, batch, device, bf16, args.steps)
-        peak = max(before, matmul_peak(device, dtype, n))
-        flops = batch * train_flops_per_seq(shape, "attention", arm) / dt
-        line = (
-            f"{arm:<10} {dt:>8.3f} {batch * shape.seq_len / dt:>12,.0f} {flops / 1e9:>10,.1f} "
-            f"{peak / 1e9:>10,.1f} {flops / peak:>6.2f}"
-        )
-        print(line + (f" {flops / datasheet:>6.2f}" if datasheet else ""), flush=True)
+        best = {}
+        for _ in range(args.rounds if args.compare_rotary else 1):
+            for version in versions:  # alternating: both versions see the same load on average
+                before = matmul_peak(device, dtype, n)
+                dt = step_time(arm, shape, batch, device, bf16, args.steps, version)
+                peak = max(before, matmul_peak(device, dtype, n))
+                if version not in best or dt < best[version][0]:
+                    best[version] = (dt, peak)
+        for version, (dt, peak) in best.items():
+            flops = batch * train_flops_per_seq(shape, "attention", arm) / dt
+            name = f"{arm} ({version})" if args.compare_rotary else arm
+            line = (
+                f"{name:<{width}} {dt:>8.3f} {batch * shape.seq_len / dt:>12,.0f} {flops / 1e9:>10,.1f} "
+                f"{peak / 1e9:>10,.1f} {flops / peak:>6.2f}"
+            )
+            print(line + (f" {flops / datasheet:>6.2f}" if datasheet else ""), flush=True)
+        if args.compare_rotary:
+            print(f"{'':<{width}} real / complex tokens/s: {best['complex'][0] / best['real'][0]:.3f}")
 
 
 if __name__ == "__main__":

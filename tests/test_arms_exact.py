@@ -1,4 +1,4 @@
-"""Exact checks of the arms' losses on small enumerable distributions (DESIGN.md section 2).
+"""Exact checks of the arms' losses on small enumerable distributions (docs/methods.md, Training).
 
 Oracle denoisers have DiT's forward signature, so each arm's real loss code runs on them;
 expected values come from exact enumeration over sequences, masks and noisy states, with
@@ -376,8 +376,8 @@ def posterior_denoiser(p):
 
 
 def test_duo_single_token_nelbo_values_of_the_study():
-    """DESIGN.md: entropy 1.3923; output-p 1.3923; uniform 1.6094; posterior 2.1552 (continuous-time
-    NELBO over t in [0, 1])."""
+    """docs/methods.md: entropy 1.3923; output-p 1.3923; uniform 1.6094; posterior 2.1552
+    (continuous-time NELBO over t in [0, 1])."""
     H = entropy(P5)
     assert H == pytest.approx(1.3923, abs=5e-5)
     full = {
@@ -466,7 +466,7 @@ def test_duo_monte_carlo_matches_enumeration():
 
 def test_duo_estimator_over_eps_to_one_misses_the_end_near_t_zero():
     """The study's estimator (t ~ U[eps, 1]) leaves out t < eps, where the integrand grows like
-    log(1/t): DESIGN's values are over [0, 1]; over [eps, 1] every denoiser's value is lower."""
+    log(1/t): docs/methods.md's values are over [0, 1]; over [eps, 1] every denoiser's value is lower."""
     full = duo_expectation(P5, constant_denoiser(P5), lo=1e-16)
     truncated = duo_expectation(P5, constant_denoiser(P5), lo=EPS) / (1 - EPS)
     assert 0.003 < full - truncated < 0.01  # 1.3923 -> 1.3866: below the entropy

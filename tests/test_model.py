@@ -1,4 +1,5 @@
-"""The DiT backbone: parameter count, adaLN-Zero, attention masks, rotary, dtypes."""
+"""The DiT backbone: parameter count, adaLN-Zero, attention masks and backend, rotary, dtypes,
+hidden states, torch.compile."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import torch
 import torch.nn.functional as F
 
 from scaling.flops import ModelShape, params_total
-from trainer.model import DiT, apply_rotary, attention, flash_attn_func, rotary_tables
+from trainer import model as model_module
+from trainer.arms import get_arm
+from trainer.model import DiT, apply_rotary, attention, attention_backend, flash_attn_func, rotary_tables
 
 TINY = ModelShape("d16-l1", 16, 1, 2, 257, 32)
 SMALL = ModelShape("d64-l2", 64, 2, 4, 101, 48)
@@ -111,6 +114,85 @@ def test_rotary_scores_depend_only_on_relative_position():
     assert score(3, 1) == pytest.approx(score(15, 13), abs=1e-5)
     assert score(0, 0) == pytest.approx(float(q @ k), abs=1e-5)
     assert score(3, 1) != pytest.approx(score(3, 2), abs=1e-3)
+
+
+def rotate_reference(x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """float64: pairs (2i, 2i+1) of x [T, hd] as complex numbers times exp(i pos base^(-2i/hd))."""
+    hd = x.shape[-1]
+    angles = positions.double()[:, None] * 10_000.0 ** (-torch.arange(0, hd, 2, dtype=torch.float64) / hd)
+    z = torch.view_as_complex(x.double().unflatten(-1, (-1, 2)).contiguous())
+    return torch.view_as_real(z * torch.polar(torch.ones_like(angles), angles)).flatten(-2)
+
+
+def test_rotary_rotates_channel_pairs_as_checkpoints_expect_in_the_input_dtype():
+    T, hd = 2048, 64
+    rotation = rotary_tables(T, hd)
+    x = torch.randn(T, hd, generator=torch.Generator().manual_seed(8), dtype=torch.float64)
+    want = rotate_reference(x, torch.arange(T))
+    # measured max errors for |x| up to 4.8: 1.4e-7 (fp64 input, fp32 tables), 3.4e-7 (fp32), 0.020
+    # (bf16, whose spacing at 4 is 0.031; rotating in fp32 and rounding once gave 0.015)
+    for dtype, tol in [(torch.float64, 1e-6), (torch.float32, 3e-6), (torch.bfloat16, 0.04)]:
+        got = apply_rotary(x.to(dtype)[None, :, None], rotation[None])[0, :, 0]
+        assert got.dtype == dtype
+        assert (got.double() - rotate_reference(x.to(dtype), torch.arange(T))).abs().max() < tol, dtype
+    assert (apply_rotary(x.float()[None], rotation[None]).double() - want).abs().max() < 3e-6
+
+
+def test_bf16_rotary_never_makes_a_float32_copy_of_the_activations():
+    x = torch.randn(2, 16, 2, 3, 8).to(torch.bfloat16)
+    made = []
+
+    class Record(torch.overrides.TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            if isinstance(out, torch.Tensor):
+                made.append((func, out.dtype, out.numel()))
+            return out
+
+    with Record():
+        out = apply_rotary(x, rotary_tables(16, 8)[None])
+    assert out.dtype == torch.bfloat16
+    assert not [m for m in made if m[1] != torch.bfloat16 and m[2] >= x.numel()], made
+
+
+def test_attention_backend_is_flash_only_for_half_precision_on_cuda_with_flash_attn(monkeypatch):
+    cuda, cpu = torch.device("cuda", 0), torch.device("cpu")
+    monkeypatch.setattr(model_module, "flash_attn_func", lambda q, k, v, causal: None)
+    assert attention_backend(cuda, torch.bfloat16) == "flash"
+    assert attention_backend(cuda, torch.float16) == "flash"
+    assert attention_backend(cuda, torch.float32) == "sdpa"
+    assert attention_backend(cpu, torch.bfloat16) == "sdpa"
+    monkeypatch.setattr(model_module, "flash_attn_func", None)  # flash-attn did not import
+    assert attention_backend(cuda, torch.bfloat16) == "sdpa"
+
+
+def test_hidden_states_are_what_the_head_reads():
+    model = randomized(SMALL, seed=9)
+    tokens = torch.randint(0, SMALL.vocab, (2, 10))
+    sigma = torch.tensor([0.3, 2.0])
+    h = model.hidden(tokens, sigma, mode="causal")
+    assert h.shape == (2, 10, SMALL.d_model)
+    assert torch.equal(model(tokens, sigma, mode="causal", return_hidden=True), h)
+    assert torch.equal(model(tokens, sigma, mode="causal"), model.head(h).float())
+
+
+def test_forward_compiles_without_graph_breaks_and_arms_see_through_the_wrapper():
+    torch._dynamo.reset()
+    model = randomized(TINY, seed=10)
+    compiled = torch.compile(model, backend="eager", fullgraph=True)  # fullgraph: a break raises
+    tokens = torch.randint(0, TINY.vocab - 1, (2, TINY.seq_len))
+    order = torch.rand(2, TINY.seq_len).argsort(dim=1)
+    for kwargs in [
+        {},
+        {"mode": "causal", "positions": order},
+        {"sigma": torch.ones(2), "return_hidden": True},
+    ]:
+        assert torch.equal(compiled(tokens, **kwargs), model(tokens, **kwargs))
+    arm = get_arm("eso", TINY.vocab)
+    assert arm.chunked(compiled)
+    t = arm.sample_t(2, 0.3)
+    losses = [arm.training_loss(m, tokens, t, torch.Generator().manual_seed(11)) for m in (compiled, model)]
+    assert torch.equal(losses[0], losses[1])
 
 
 def test_default_positions_are_the_identity_and_sequences_shorter_than_seq_len_work():
