@@ -158,3 +158,25 @@ def test_the_path_is_chosen_by_the_model():
     assert not arm.chunked(model)
     with pytest.raises(ValueError, match="head"):
         get_arm("mdlm-ce", V + 1).chunked(model)
+
+
+def test_bf16_head_gradient_of_many_chunks_adds_up_in_float32():
+    """The head's weight is cast to bf16 once; each chunk's gradient goes back to the float32
+    weight, so 57-60 one-token chunks are as accurate as the full path (measured: 6.3e-3 against
+    5.6e-3 for mdlm-ce, 3.9e-3 against 3.8e-3 for duo; summing the chunks in bf16 gave 2.2e-2, 8.6e-3)."""
+    model = randomized_dit(seed=8, scale=0.1)
+
+    def head_grad(name: str, chunk: int, bf16: bool) -> torch.Tensor:
+        x, t = batch(name)
+        arm = get_arm(name, V)
+        arm.chunk_tokens = chunk
+        model.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = arm.training_loss(model, x, t, torch.Generator().manual_seed(2))
+        loss.backward()
+        return model.head.weight.grad.clone()
+
+    for name in ("mdlm-ce", "duo"):
+        exact = head_grad(name, 0, bf16=False)
+        full, chunked = (float((head_grad(name, c, True) - exact).norm() / exact.norm()) for c in (0, 1))
+        assert chunked < 1.5 * full, (name, chunked, full)

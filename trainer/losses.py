@@ -6,8 +6,9 @@ log-softmax, gradients; Duo's closed form a few more). Here the backbone stops a
 states h [B, T, d] (DiT.forward(..., return_hidden=True)) and `map_chunks` walks the flattened
 tokens in chunks of `chunk_tokens`:
 
-- a chunk's logits are the head applied to its hidden states in the autocast dtype (bf16 on GPU),
-  over the real tokens only: the head's last row, [MASK]'s, is left out of the matmul, which
+- a chunk's logits are the head applied to its hidden states in the autocast dtype (bf16 on GPU;
+  the head's weight is cast once for all chunks, and each chunk's weight gradient is handed back
+  in float32, so that they add up in float32), over the real tokens only: the head's last row, [MASK]'s, is left out of the matmul, which
   gives the softmax exactly what the -inf [MASK] logit of the full path gives (no mass), with one
   row fewer to compute. The head runs on every position (masked or not), as the FLOP count has it;
 - the softmax algebra of the chunk runs in float32 and returns a few numbers per token
@@ -58,10 +59,34 @@ def cross_entropy(logits: Tensor, target: Tensor) -> Tensor:
     return F.cross_entropy(logits, target, reduction="none")
 
 
+class _Lowered(torch.autograd.Function):
+    """A chunk's use of `low`, the head's weight cast once to the autocast dtype: the forward is `low`
+    itself (no copy per chunk), the backward hands the chunk's gradient to the float32 weight, so
+    the chunks' gradients add up in float32 (used directly, `low` would collect them in bf16)."""
+
+    @staticmethod
+    def forward(ctx, weight: Tensor, low: Tensor) -> Tensor:
+        ctx.dtype = weight.dtype
+        return low.view_as(low)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
+        return grad.to(ctx.dtype), None
+
+
 def _chunk(
-    fn: Callable[..., Tensor], h: Tensor, weight: Tensor, bias: Tensor | None, *per_token: Tensor
+    fn: Callable[..., Tensor],
+    h: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    low_weight: Tensor | None,
+    low_bias: Tensor | None,
+    *per_token: Tensor,
 ) -> Tensor:
-    logits = F.linear(h, weight, bias).float()  # in the autocast dtype when autocast is on
+    if low_weight is not None:  # autocast: the head in its dtype, cast once for all chunks
+        weight = _Lowered.apply(weight, low_weight)
+        bias = None if bias is None else _Lowered.apply(bias, low_bias)
+    logits = F.linear(h, weight, bias).float()
     return fn(logits, *per_token)
 
 
@@ -83,13 +108,19 @@ def map_chunks(
         raise ValueError(f"chunk_tokens must be >= 1, got {chunk_tokens}")
     weight = head.weight[:n_real]
     bias = None if head.bias is None else head.bias[:n_real]
+    low_weight = low_bias = None
+    device = h.device.type
+    if torch.is_autocast_enabled(device) and torch.get_autocast_dtype(device) != weight.dtype:
+        with torch.no_grad():
+            low_weight = weight.to(torch.get_autocast_dtype(device))
+            low_bias = None if bias is None else bias.to(low_weight.dtype)
     hs = h.reshape(-1, h.shape[-1]).split(chunk_tokens)
     rest = [p.reshape(-1).split(chunk_tokens) for p in per_token]
     recompute = torch.is_grad_enabled() and (h.requires_grad or weight.requires_grad)
     step = functools.partial(_chunk, fn)
     outs = []
     for i, hc in enumerate(hs):
-        args = (hc, weight, bias, *(r[i] for r in rest))
+        args = (hc, weight, bias, low_weight, low_bias, *(r[i] for r in rest))
         if recompute and i < len(hs) - 1:
             outs.append(checkpoint(step, *args, use_reentrant=False, preserve_rng_state=False))
         else:
