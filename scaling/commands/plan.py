@@ -8,8 +8,7 @@ from pathlib import Path
 
 from scaling.atomic import write_text
 from scaling.config import available_sweeps, load_sweeps
-from scaling.plan import Plan, plan_sweep
-from scaling.spec import budget_tag
+from scaling.plan import Plan, plan_sweep, summary_lines
 from scaling.tables import FORMATS, render
 
 COLUMNS = [
@@ -85,15 +84,8 @@ def plan_rows(plan: Plan) -> list[dict]:
 
 
 def print_summary(plan: Plan, stream=sys.stderr) -> None:
-    cfg = plan.sweep
-    total = sum(d.achieved_flops for d in plan.details)
-    print(
-        f"sweep {cfg.name}: {len(plan.details)} runs, arms {', '.join(cfg.arms)}, budgets "
-        f"{', '.join(budget_tag(b) for b in cfg.budgets)}, {total:.3g} FLOPs in all ({cfg.flops_convention} convention)",
-        file=stream,
-    )
-    for w in plan.all_warnings:
-        print(f"warning: {w}", file=stream)
+    for line in summary_lines(plan):
+        print(line, file=stream)
 
 
 def run(args: argparse.Namespace) -> int:
