@@ -66,6 +66,7 @@ class RunSpec:
     seed: int = 0
     micro_batch: int = 0  # 0: the whole global batch per process in one pass
     precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
+    compile: str = "auto"  # torch.compile of the model: auto (on CUDA only), on, off
     checkpoint_every: int = 0  # 0: only on signals and at the end
     sweep: str = ""
     version: int = SPEC_VERSION
@@ -99,7 +100,7 @@ class RunSpec:
         return spec
 
 
-_KEY_EXCLUDED = {"sweep", "checkpoint_every", "version"}
+_KEY_EXCLUDED = {"sweep", "checkpoint_every", "compile", "version"}
 _DATA_KEY_EXCLUDED = {"shards"}
 
 

@@ -149,8 +149,12 @@ class RunResult:
     train_loss: float | None = None  # mean of the last training losses
     wall_s: float | None = None
     tokens_per_s: float | None = None
-    mfu: float | None = None
+    mfu: float | None = None  # model FLOPs (causal convention) / (time x peak of the devices)
     device: str | None = None
+    precision: str | None = None  # the arithmetic of the run: bf16 or fp32
+    attention: str | None = None  # the attention backend: flash or sdpa
+    compile_s: float | None = None  # torch.compile's first-step time, outside tokens_per_s and mfu
+    max_memory_gb: float | None = None  # peak allocated memory of one device (CUDA only)
     world_size: int = 1
     restarts: int = 0
     diverged_step: int | None = None

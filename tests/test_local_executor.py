@@ -59,7 +59,12 @@ def long_run_overrides(steps: int, arm: str = "mdlm-ce") -> list[str]:
     to land in the middle of real training."""
     shape = ModelShape("d64-l2", 64, 2, 2, 257, 32)
     budget = steps * train_flops_per_seq(shape, "attention", arm) * 4 * (1 + 1e-6)
-    return [f"arms=[{arm}]", f"budgets=[{budget:.6e}]", "sizes.0.models=[d64-l2]", "train.checkpoint_every=50"]
+    return [
+        f"arms=[{arm}]",
+        f"budgets=[{budget:.6e}]",
+        "sizes.0.models=[d64-l2]",
+        "train.checkpoint_every=50",
+    ]
 
 
 @pytest.fixture

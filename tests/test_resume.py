@@ -16,8 +16,8 @@ import torch
 from conftest import tiny_spec
 
 from scaling.flops import ModelShape
-from trainer import checkpoint
 from scaling.store import EXIT_PREEMPTED
+from trainer import checkpoint
 
 pytestmark = pytest.mark.slow  # each test runs two or three `scaling train` processes: 10-25 s
 

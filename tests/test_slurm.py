@@ -68,7 +68,17 @@ def submitted():
     yield ids
     if ids:  # only jobs still waiting or running: a completing job would be recorded as cancelled
         out = subprocess.run(
-            ["squeue", "-h", "-r", "-t", "PD,R", "-j", ",".join({native(i).split("_")[0] for i in ids}), "-o", "%i"],
+            [
+                "squeue",
+                "-h",
+                "-r",
+                "-t",
+                "PD,R",
+                "-j",
+                ",".join({native(i).split("_")[0] for i in ids}),
+                "-o",
+                "%i",
+            ],
             capture_output=True,
             text=True,
             timeout=60,

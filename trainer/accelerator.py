@@ -7,7 +7,11 @@ can stand in for a GPU and drive every branch on a CPU machine:
 - `autocast_for(precision, device)`: bf16 autocast on CUDA for precision `auto`, fp32 on the CPU.
 - `peak_flops(device)`: dense peak FLOP/s of one device for MFU: SCALING_PEAK_FLOPS if set; on
   CUDA the card's datasheet bf16 peak (PEAK_BF16, by name); on the CPU a measured fp32 matmul.
+- `compiles(setting, device)`: torch.compile of the model, `auto` = on CUDA only (on the CPU the
+  first compile costs ~30 s, more than a tiny run gains).
 - `device_name`, `synchronize`, `memory_stats`, `cuda_rng_state` / `set_cuda_rng_state`.
+- `placement(device)`: where the tensors of a run on `device` live: the device itself; the test
+  stand-in for CUDA maps a CUDA device to the CPU so that a whole run takes the CUDA branches.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import torch
 from scaling.errors import UserError
 
 PRECISIONS = ("auto", "fp32", "bf16")
+COMPILE = ("auto", "on", "off")
 
 # Dense bf16 peak FLOP/s per device by name (datasheet figures without sparsity); the first name
 # that occurs in torch.cuda.get_device_name wins, so the more specific names come first.
@@ -77,9 +82,24 @@ def autocast_for(precision: str, device: torch.device) -> AbstractContextManager
     """bf16 autocast when asked, or on CUDA under `auto`; otherwise fp32 (no autocast)."""
     if precision not in PRECISIONS:
         raise UserError(f"unknown precision {precision!r}: choose from {', '.join(PRECISIONS)}")
-    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
-        return torch.autocast(device.type, dtype=torch.bfloat16)
+    if precision_name(precision, device) == "bf16":
+        return torch.autocast(placement(device).type, dtype=torch.bfloat16)
     return nullcontext()
+
+
+def placement(device: torch.device) -> torch.device:
+    return device
+
+
+def compiles(setting: str, device: torch.device) -> bool:
+    if setting not in COMPILE:
+        raise UserError(f"unknown compile setting {setting!r}: choose from {', '.join(COMPILE)}")
+    return setting == "on" or (setting == "auto" and device.type == "cuda")
+
+
+def precision_name(precision: str, device: torch.device) -> str:
+    """The arithmetic `autocast_for` gives: bf16 or fp32."""
+    return "bf16" if precision == "bf16" or (precision == "auto" and device.type == "cuda") else "fp32"
 
 
 def device_name(device: torch.device) -> str:

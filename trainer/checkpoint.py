@@ -98,7 +98,7 @@ def load_latest(run_dir: str | Path, run_key: str, warn=print) -> dict | None:
     return None
 
 
-def load_final_model(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[RunSpec, DiT]:
+def load_final_model(run_dir: str | Path, device: torch.device | None = None) -> tuple[RunSpec, DiT]:
     """The spec and trained model (in eval mode) of a finished run: its checkpoint at the last step."""
     spec = store.load_run_spec(Path(run_dir))
     state = load_latest(run_dir, spec.run_key)
@@ -109,7 +109,7 @@ def load_final_model(run_dir: str | Path, device: str | torch.device = "cpu") ->
         )
     model = DiT(spec.model)
     model.load_state_dict(state["model"])
-    return spec, model.to(device).eval()
+    return spec, model.to(accelerator.placement(device or torch.device("cpu"))).eval()
 
 
 # --- RNG states -----------------------------------------------------------------------------

@@ -296,19 +296,26 @@ class WindowSampler:
             self._perm = np.random.default_rng([self.seed, epoch]).permutation(self.n_windows)
         return self._perm
 
-    def next_batch(self, n: int) -> np.ndarray:
-        """The next n windows as int64 [n, seq_len]; advances the position by n."""
-        out = np.empty((n, self.seq_len), dtype=np.int64)
-        for i in range(n):
-            epoch, k = divmod(self.position + i, self.n_windows)
+    def windows(self, first: int, count: int) -> np.ndarray:
+        """Windows first .. first + count - 1 of the stream as int64 [count, seq_len]; no state change
+        (a rank reads only its rows of a step's global batch, a loader thread reads ahead)."""
+        out = np.empty((count, self.seq_len), dtype=np.int64)
+        for i in range(count):
+            epoch, k = divmod(first + i, self.n_windows)
             start = int(self._permutation(epoch)[k]) * self.seq_len
             out[i] = self.tokens[start : start + self.seq_len]
+        return out
+
+    def next_batch(self, n: int) -> np.ndarray:
+        """The next n windows as int64 [n, seq_len]; advances the position by n."""
+        out = self.windows(self.position, n)
         self.position += n
         return out
 
-    def state_dict(self) -> dict:
+    def state_dict(self, position: int | None = None) -> dict:
+        """The sampler at `position` (default: its own) windows into the stream."""
         return {
-            "position": self.position,
+            "position": self.position if position is None else position,
             "n_windows": self.n_windows,
             "seq_len": self.seq_len,
             "seed": self.seed,

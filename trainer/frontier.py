@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from scaling.arms import arm_info
-from trainer.accelerator import synchronize
+from trainer.accelerator import placement, synchronize
 from trainer.arms import Arm
 from trainer.arms.ar import Autoregressive
 from trainer.sampling import SampleOptions
@@ -42,7 +42,7 @@ def measure_sampling(
 ) -> Measurement:
     """ceil(samples / batch) timed batches after one untimed warm-up batch; throughput = generated
     tokens / timed seconds. `precision` is the autocast context the model was trained under."""
-    generator = torch.Generator(device=device).manual_seed(seed)
+    generator = torch.Generator(device=placement(device)).manual_seed(seed)
     n_batches = max(1, -(-samples // batch))
     outputs, seconds, nfe = [], 0.0, 0.0
     with torch.no_grad(), precision:
@@ -71,5 +71,5 @@ def judge_nll(
     total = 0.0
     with torch.no_grad(), precision:
         for chunk in tokens.split(batch):
-            total += float(scorer.token_nll(judge, chunk.to(device)).double().sum())
+            total += float(scorer.token_nll(judge, chunk.to(placement(device))).double().sum())
     return total / (tokens.shape[0] * (tokens.shape[1] - 1))

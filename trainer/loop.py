@@ -22,8 +22,12 @@
   scaling.store.EXIT_PREEMPTED).
 - A non-finite loss or gradient norm stops the run: result.json has status "diverged" and the step.
 - FLOPs: spec.steps x global_batch x 3 x forward FLOPs per sequence, for every convention of
-  scaling.flops. MFU uses the "attention" convention (the model's real matmuls) over the peak of
-  the devices (trainer.accelerator.peak_flops).
+  scaling.flops. MFU uses the "causal" convention (the model's real matmuls, attention halved for
+  causal arms: the work actually done) over the peak of the devices (trainer.accelerator).
+- Throughput: the batches of a rank are read ahead in a thread (trainer/loader.py); the host reads
+  the device's losses once per SYNC_EVERY steps at most (one all-reduce, one copy); on CUDA the
+  model runs under torch.compile (spec.compile), and the first step, which compiles, is timed apart
+  (result.json's compile_s), outside tokens_per_s and mfu.
 - Threads: SCALING_THREADS sets torch.set_num_threads (the local executor splits the cores).
 """
 
@@ -54,9 +58,11 @@ from trainer import accelerator, checkpoint, data
 from trainer import distributed as dist
 from trainer.accelerator import PRECISIONS, autocast_for
 from trainer.arms import Arm, get_arm
-from trainer.model import DiT
+from trainer.loader import BatchLoader
+from trainer.model import DiT, attention_backend
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR2, signal.SIGINT)
+SYNC_EVERY = 10  # steps between reads of the losses on the host (each one waits for the device)
 RECENT = 20  # training losses averaged into result.json's train_loss
 
 
@@ -161,19 +167,20 @@ def evaluate(
     k = spec.eval.t_per_seq if diffusion else 1
     u = np.random.default_rng([spec.eval.seed, 0]).random(n)
     per_chunk = max(1, plan.eval_rows // k)
-    per_window = torch.zeros(n, dtype=torch.float64, device=device)
-    gen = torch.Generator(device=device)
+    place = accelerator.placement(device)
+    per_window = torch.zeros(n, dtype=torch.float64, device=place)
+    gen = torch.Generator(device=place)
     model.eval()
     with torch.no_grad(), autocast_for(spec.precision, device):
         for c, start in enumerate(range(0, n, per_chunk)):
             if c % env.world_size != env.rank:
                 continue
             idx = np.arange(start, min(n, start + per_chunk))
-            x = torch.from_numpy(windows[idx]).to(device).repeat_interleave(k, dim=0)
+            x = torch.from_numpy(windows[idx]).to(place).repeat_interleave(k, dim=0)
             t = torch.cat([arm.sample_t(k, ui) for ui in u[idx]]) if diffusion else None
             gen.manual_seed(_seed(spec.eval.seed, c))
             losses = arm.validation_loss(model, x, t, gen).double().view(len(idx), k)
-            per_window[torch.from_numpy(idx).to(device)] = losses.mean(dim=1)
+            per_window[torch.from_numpy(idx).to(place)] = losses.mean(dim=1)
     model.train()
     per_window = dist.all_reduce_sum(per_window).cpu()
     return per_window.mean().item(), (per_window.std() / math.sqrt(n)).item() if n > 1 else 0.0
@@ -188,6 +195,10 @@ def _truncate_log(path: Path, step: int) -> None:
 
 def _json_line(obj) -> str:
     return json.dumps(obj, default=atomic._default) + "\n"
+
+
+def _compute_dtype(precision: str, device: torch.device) -> torch.dtype:
+    return torch.bfloat16 if accelerator.precision_name(precision, device) == "bf16" else torch.float32
 
 
 def _finite_or_none(x: float | None) -> float | None:
@@ -213,7 +224,7 @@ def train(spec: RunSpec, run_dir: str | Path, *, handle_signals: bool = True, lo
     arm = get_arm(spec.arm, spec.model.vocab)
     plan = check_spec(spec, env.world_size)
     device = accelerator.device_for(env.local_rank)
-    dist.init(env, device)
+    dist.init(env, accelerator.placement(device))  # nccl for CUDA tensors, gloo for CPU ones
     signals = _Signals(handle_signals)
     try:
         return _Session(spec, run_dir, arm, plan, env, device, log).run(signals)
@@ -222,8 +233,60 @@ def train(spec: RunSpec, run_dir: str | Path, *, handle_signals: bool = True, lo
         dist.shutdown()
 
 
+@dataclass
+class TrainStep:
+    """One optimizer step of one rank: its rows of the global batch in micro batches (gradients
+    accumulated, DDP synchronising on the last), clipping, AdamW. Returns this rank's mean loss and
+    the gradient norm as device scalars: nothing here waits for the device. A non-finite step is
+    not skipped: the session sees it at its next read of the losses and ends the run there as
+    diverged at that step, and nothing trained after it is kept."""
+
+    spec: RunSpec
+    plan: BatchPlan
+    env: dist.DistEnv
+    arm: Arm
+    model: nn.Module  # the parameters
+    wrapped: nn.Module  # what runs the forward: the model under DDP and/or torch.compile
+    optimizer: torch.optim.Optimizer
+    device: torch.device  # the run's device (its precision)
+    generator: torch.Generator  # on the device the batch lives on
+
+    def __call__(self, s: int, lr: float, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        spec, plan, env = self.spec, self.plan, self.env
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        lo, hi = env.rank * plan.per_rank, (env.rank + 1) * plan.per_rank
+        t_global = self.arm.sample_t(spec.global_batch, step_u(spec.seed, s))
+        t = None if t_global is None else t_global[lo:hi]
+        loss_sum = torch.zeros((), device=batch.device)
+        for m in range(plan.accum):
+            rows = slice(m * plan.micro, (m + 1) * plan.micro)
+            # the c-th micro batch of the global batch draws from its own seed on any world size
+            self.generator.manual_seed(_seed(spec.seed, s, env.rank * plan.accum + m))
+            last = m == plan.accum - 1
+            with nullcontext() if last or not env.enabled else self._no_sync():
+                with autocast_for(spec.precision, self.device):
+                    loss = self.arm.training_loss(
+                        self.wrapped, batch[rows], None if t is None else t[rows], self.generator
+                    )
+                (loss / plan.accum).backward()
+            loss_sum += loss.detach().float()
+        clip = spec.optim.grad_clip if spec.optim.grad_clip > 0 else math.inf
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return loss_sum / plan.accum, grad_norm.float()
+
+    def _no_sync(self):
+        return getattr(self.wrapped, "_orig_mod", self.wrapped).no_sync()  # under torch.compile's wrapper
+
+
 class _Session:
-    """One process's part of a run, from the checkpoint it resumes (if any) to result.json."""
+    """One process's part of a run, from the checkpoint it resumes (if any) to result.json.
+
+    `device` is the run's device (its facts: name, peak, precision, compile); its tensors live on
+    accelerator.placement(device), which is the same device except under the tests' CUDA stand-in.
+    """
 
     def __init__(
         self,
@@ -235,14 +298,8 @@ class _Session:
         device: torch.device,
         log,
     ) -> None:
-        self.spec, self.run_dir, self.arm, self.plan, self.env, self.device = (
-            spec,
-            run_dir,
-            arm,
-            plan,
-            env,
-            device,
-        )
+        self.spec, self.run_dir, self.arm, self.plan, self.env = spec, run_dir, arm, plan, env
+        self.device, self.place = device, accelerator.placement(device)
         self.log = log or (lambda m: print(m, flush=True))
         self.started = time.time()
 
@@ -263,31 +320,58 @@ class _Session:
             self.sampler.load_state_dict(state["data"])  # UserError if the shards changed
 
         torch.manual_seed(spec.seed)
-        self.model = DiT(spec.model).to(device)
+        self.model = DiT(spec.model).to(self.place)
+        cuda = device.type == "cuda"
         self.optimizer = torch.optim.AdamW(
             param_groups(self.model, spec.optim.weight_decay),
             lr=spec.optim.lr,
             betas=spec.optim.betas,
             eps=spec.optim.eps,
             # fused kernels on CUDA; on the CPU foreach beats the per-tensor default for many small tensors
-            fused=device.type == "cuda" or None,
-            foreach=None if device.type == "cuda" else True,
+            fused=cuda or None,
+            foreach=None if cuda else True,
         )
-        self.stats = {"train_time": 0.0, "wall_s": 0.0, "restarts": 0, "recent": [], "last_eval": None}
+        self.stats = {
+            "train_time": 0.0,  # seconds of timed training steps (compilation and evaluation excluded)
+            "timed_steps": 0,
+            "compile_s": None,
+            "wall_s": 0.0,
+            "restarts": 0,
+            "recent": [],
+            "last_eval": None,
+        }
         self.start = 0
         if state is not None:
             self._restore(state)
-        self.ddp = self.model
+        self.ddp: nn.Module = self.model
         if env.enabled:
-            ids = [device.index] if device.type == "cuda" else None
-            self.ddp = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+            self.ddp = nn.parallel.DistributedDataParallel(
+                self.model,
+                device_ids=[self.place.index] if self.place.type == "cuda" else None,
+                gradient_as_bucket_view=True,  # gradients live in the buckets: no copy per step
+                broadcast_buffers=False,  # the model's buffers (rotary tables) are constants
+            )
+        self.compiled = accelerator.compiles(spec.compile, device)
+        if self.compiled:
+            self.ddp = torch.compile(self.ddp)
+        self.step = TrainStep(
+            spec,
+            plan,
+            env,
+            arm,
+            self.model,
+            self.ddp,
+            self.optimizer,
+            device,
+            torch.Generator(device=self.place),
+        )
         self.recent = deque(self.stats["recent"], maxlen=RECENT)
         self.flops_per_step = {
             c: spec.global_batch * train_flops_per_seq(spec.model, c, spec.arm) for c in CONVENTIONS
         }
         peak = accelerator.peak_flops(device)
         self.peak = peak * env.world_size if peak else None
-        self.generator = torch.Generator(device=device)
+        accelerator.reset_peak_memory(device)
 
     def say(self, msg: str) -> None:
         if self.env.is_main:
@@ -296,7 +380,9 @@ class _Session:
     def _restore(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.stats = state["stats"] | {"restarts": state["stats"]["restarts"] + 1}
+        # checkpoints of earlier versions timed every step
+        self.stats |= {"timed_steps": state["step"]} | state["stats"]
+        self.stats["restarts"] += 1
         self.start = state["step"]
         if len(state["rng"]) == self.env.world_size:
             checkpoint.set_rng_state(state["rng"][self.env.rank])
@@ -316,55 +402,89 @@ class _Session:
         }
 
     def run(self, signals: _Signals) -> store.RunResult:
-        spec, run_dir = self.spec, self.run_dir
+        spec, run_dir, plan = self.spec, self.run_dir, self.plan
         if self.env.is_main:  # from here on the run folder is written, by rank 0
             store.ensure_run(run_dir, spec)
             store.write_status(run_dir, "running")
             for name in ("metrics.jsonl", "evals.jsonl"):
                 _truncate_log(run_dir / name, self.start)
-        log_every, print_every = max(1, spec.steps // 200), max(1, spec.steps // 20)
-        interval_time, interval_steps = 0.0, 0
+        rows = (self.env.rank * plan.per_rank, (self.env.rank + 1) * plan.per_rank)
+        loader = BatchLoader(self.sampler, spec.global_batch, rows, self.start, spec.steps, self.place)
+        try:
+            return self._loop(signals, loader)
+        finally:
+            loader.close()
+
+    def _boundary(self, step: int) -> bool:
+        """Steps after which the host reads the device's losses (one synchronisation): every
+        SYNC_EVERY steps at most, every logged, evaluated or checkpointed step, the first and last."""
+        spec, every = self.spec, self.spec.checkpoint_every
+        return (
+            step % min(self.log_every, SYNC_EVERY) == 0
+            or step in (self.start + 1, spec.steps)
+            or (spec.eval.every > 0 and step % spec.eval.every == 0)
+            or (every > 0 and step % every == 0)
+        )
+
+    def _loop(self, signals: _Signals, loader: BatchLoader) -> store.RunResult:
+        spec, run_dir = self.spec, self.run_dir
+        self.log_every, print_every = max(1, spec.steps // 200), max(1, spec.steps // 20)
+        pending: list[tuple[int, float, torch.Tensor, torch.Tensor]] = []  # (step, lr, loss, norm)
+        interval_time, interval_steps = 0.0, 0  # timed training since the last logged row
         self.ddp.train()
+        t0 = time.perf_counter()
         for s in range(self.start, spec.steps):
-            t0 = time.perf_counter()
             lr = lr_at(spec, s)
-            train_loss, grad_norm, stop = self.update(s, lr, signals.received)
-            if not (math.isfinite(train_loss) and math.isfinite(grad_norm)):
-                return self.finish(self.cumulative(s), diverged_step=s + 1)
+            loss, norm = self.step(s, lr, loader.get(s))
             step = s + 1
-            dt = time.perf_counter() - t0
-            self.stats["train_time"] += dt
-            interval_time += dt
-            interval_steps += 1
-            self.recent.append(train_loss)
-            if step % log_every == 0 or step in (self.start + 1, spec.steps):
-                tokens_per_s = interval_steps * spec.global_batch * spec.data.seq_len / interval_time
-                mfu = (
-                    interval_steps * self.flops_per_step["attention"] / interval_time / self.peak
-                    if self.peak
-                    else None
-                )
-                if self.env.is_main:
-                    atomic.append_jsonl(
-                        run_dir / "metrics.jsonl",
-                        {
-                            **self.cumulative(step),
-                            "train_loss": train_loss,
-                            "lr": lr,
-                            "grad_norm": grad_norm,
-                            "tokens_per_s": tokens_per_s,
-                            "mfu": mfu,
-                            "wall_s": self.wall_s(),
-                        },
+            pending.append((step, lr, loss, norm))
+            if not self._boundary(step):
+                continue
+            values, stop = self.read(pending, signals.received)
+            elapsed = time.perf_counter() - t0
+            if self.compiled and s == self.start:  # the first step compiled the model: timed apart
+                self.stats["compile_s"] = (self.stats["compile_s"] or 0.0) + elapsed
+                self.say(f"[{spec.run_key}] torch.compile and the first step took {elapsed:.1f}s")
+                elapsed, timed = 0.0, 0
+            else:
+                timed = len(pending)
+            self.stats["train_time"] += elapsed
+            self.stats["timed_steps"] += timed
+            interval_time += elapsed
+            interval_steps += timed
+            pending.clear()
+            for at, at_lr, train_loss, grad_norm in values:
+                if not (math.isfinite(train_loss) and math.isfinite(grad_norm)):
+                    return self.finish(self.cumulative(at - 1), diverged_step=at)
+                self.recent.append(train_loss)
+                if at % self.log_every == 0 or at in (self.start + 1, spec.steps):
+                    speed = (
+                        interval_steps * spec.global_batch * spec.data.seq_len / interval_time
+                        if interval_time > 0
+                        else None
                     )
-                if step % print_every == 0 or step in (self.start + 1, spec.steps):
-                    eta = (spec.steps - step) * interval_time / interval_steps
-                    mfu_text = f" mfu {mfu:.2f}" if mfu is not None else ""
-                    self.say(
-                        f"[{spec.run_key}] step {step}/{spec.steps} loss {train_loss:.4f} lr {lr:.2e} "
-                        f"{tokens_per_s:,.0f} tok/s{mfu_text} eta {duration(eta)}"
-                    )
-                interval_time, interval_steps = 0.0, 0
+                    mfu = self._mfu(interval_steps, interval_time)
+                    if self.env.is_main:
+                        atomic.append_jsonl(
+                            run_dir / "metrics.jsonl",
+                            {
+                                **self.cumulative(at),
+                                "train_loss": train_loss,
+                                "lr": at_lr,
+                                "grad_norm": grad_norm,
+                                "tokens_per_s": speed,
+                                "mfu": mfu,
+                                "wall_s": self.wall_s(),
+                                **accelerator.memory_stats(self.device),
+                            },
+                        )
+                    if at % print_every == 0 or at in (self.start + 1, spec.steps):
+                        self.say(
+                            self._progress_line(
+                                at, train_loss, at_lr, speed, mfu, interval_time, interval_steps
+                            )
+                        )
+                    interval_time, interval_steps = 0.0, 0
             if (spec.eval.every > 0 and step % spec.eval.every == 0) or step == spec.steps:
                 self.validate(step)
             stopping = stop and step < spec.steps
@@ -376,47 +496,49 @@ class _Session:
                 self.snapshot(step)
             if stopping:
                 raise Preempted(step, signals.received or int(signal.SIGTERM))
+            t0 = time.perf_counter()  # evaluation and checkpoints are not training time
         return self.finish(self.cumulative(spec.steps), diverged_step=None)
 
-    def update(self, s: int, lr: float, signal_received: int) -> tuple[float, float, bool]:
-        """One optimizer step (index s) on this rank's slice of the global batch; returns the loss
-        and gradient norm averaged over ranks and whether any rank received a stop signal."""
-        spec, plan, env = self.spec, self.plan, self.env
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        lo, hi = env.rank * plan.per_rank, (env.rank + 1) * plan.per_rank
-        batch = torch.from_numpy(self.sampler.next_batch(spec.global_batch)[lo:hi]).to(self.device)
-        t_global = self.arm.sample_t(spec.global_batch, step_u(spec.seed, s))
-        t = None if t_global is None else t_global[lo:hi]
-        loss_sum = torch.zeros((), device=self.device)
-        for m in range(plan.accum):
-            rows = slice(m * plan.micro, (m + 1) * plan.micro)
-            # the c-th micro batch of the global batch draws from its own seed on any world size
-            self.generator.manual_seed(_seed(spec.seed, s, env.rank * plan.accum + m))
-            last = m == plan.accum - 1
-            with nullcontext() if last or not env.enabled else self.ddp.no_sync():
-                with autocast_for(spec.precision, self.device):
-                    loss = self.arm.training_loss(
-                        self.ddp, batch[rows], None if t is None else t[rows], self.generator
-                    )
-                (loss / plan.accum).backward()
-            loss_sum += loss.detach().float()
-        clip = spec.optim.grad_clip if spec.optim.grad_clip > 0 else math.inf
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
-        # one all-reduce per step: the mean loss, the (already reduced) norm and any rank's signal
-        flags = torch.stack(
+    def _mfu(self, steps: int, seconds: float) -> float | None:
+        """Model FLOPs utilisation: the causal convention's FLOPs (attention halved for causal arms:
+        the work actually done) over the devices' peak."""
+        if not self.peak or seconds <= 0:
+            return None
+        return steps * self.flops_per_step["causal"] / seconds / self.peak
+
+    def _progress_line(
+        self,
+        step: int,
+        loss: float,
+        lr: float,
+        speed: float | None,
+        mfu: float | None,
+        seconds: float,
+        steps: int,
+    ) -> str:
+        spec = self.spec
+        eta = f" eta {duration((spec.steps - step) * seconds / steps)}" if steps else ""
+        speed_text = f" {speed:,.0f} tok/s" if speed is not None else ""
+        mfu_text = f" mfu {mfu:.2f}" if mfu is not None else ""
+        return f"[{spec.run_key}] step {step}/{spec.steps} loss {loss:.4f} lr {lr:.2e}{speed_text}{mfu_text}{eta}"
+
+    def read(
+        self, pending: list[tuple[int, float, torch.Tensor, torch.Tensor]], signal_received: int
+    ) -> tuple[list[tuple[int, float, float, float]], bool]:
+        """The pending steps' losses averaged over ranks and their gradient norms, and whether any
+        rank received a stop signal: one all-reduce and one copy to the host."""
+        world = self.env.world_size
+        flags = torch.cat(
             [
-                loss_sum / plan.accum,
-                grad_norm.float() / env.world_size,
-                torch.tensor(float(signal_received), device=self.device),
+                torch.stack([loss for _, _, loss, _ in pending]),
+                torch.stack([norm for _, _, _, norm in pending]) / world,  # identical on every rank
+                torch.tensor([float(signal_received)], device=self.place),
             ]
         )
-        loss, norm, stop = dist.all_reduce_sum(flags).tolist()
-        loss /= env.world_size
-        if math.isfinite(loss) and math.isfinite(norm):
-            self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        return loss, norm, stop > 0
+        host = dist.all_reduce_sum(flags).tolist()
+        n = len(pending)
+        values = [(step, lr, host[i] / world, host[n + i]) for i, (step, lr, _, _) in enumerate(pending)]
+        return values, host[-1] > 0
 
     def validate(self, step: int) -> None:
         val, err = evaluate(self.model, self.arm, self.windows, self.spec, self.plan, self.env, self.device)
@@ -446,7 +568,7 @@ class _Session:
                     "spec": self.spec.to_dict(),
                     "model": self.model.state_dict(),
                     "optimizer": self.optimizer.state_dict(),
-                    "data": self.sampler.state_dict(),
+                    "data": self.sampler.state_dict(position=step * self.spec.global_batch),
                     "rng": rngs,
                     "world_size": self.env.world_size,
                     "stats": {**self.stats, "wall_s": self.wall_s(), "recent": list(self.recent)},
@@ -457,8 +579,9 @@ class _Session:
         """Writes result.json and the final status; returns the result."""
         last = self.stats["last_eval"] if diverged_step is None else None
         val = last["val_loss"] if last else None
-        train_time = self.stats["train_time"]
-        achieved = progress["step"] * self.flops_per_step["attention"] / train_time if train_time else None
+        train_time, timed = self.stats["train_time"], self.stats["timed_steps"]
+        tokens_per_step = self.spec.global_batch * self.spec.data.seq_len
+        memory = accelerator.memory_stats(self.device)
         result = store.RunResult(
             status="done" if diverged_step is None else "diverged",
             run_key=self.spec.run_key,
@@ -470,9 +593,13 @@ class _Session:
             tokens=progress["tokens"],
             flops=progress["flops"],
             wall_s=self.wall_s(),
-            tokens_per_s=progress["tokens"] / train_time if train_time else None,
-            mfu=achieved / self.peak if achieved and self.peak else None,
+            tokens_per_s=timed * tokens_per_step / train_time if train_time > 0 else None,
+            mfu=self._mfu(timed, train_time),
             device=accelerator.device_name(self.device),
+            precision=accelerator.precision_name(self.spec.precision, self.device),
+            attention=attention_backend(self.device, _compute_dtype(self.spec.precision, self.device)),
+            compile_s=self.stats["compile_s"],
+            max_memory_gb=memory.get("max_allocated_gb"),
             world_size=self.env.world_size,
             restarts=self.stats["restarts"],
             diverged_step=diverged_step,

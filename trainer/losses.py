@@ -110,7 +110,11 @@ def map_chunks(
     bias = None if head.bias is None else head.bias[:n_real]
     low_weight = low_bias = None
     device = h.device.type
-    if torch.is_autocast_enabled(device) and torch.get_autocast_dtype(device) != weight.dtype:
+    if (
+        torch.amp.is_autocast_available(device)
+        and torch.is_autocast_enabled(device)
+        and torch.get_autocast_dtype(device) != weight.dtype
+    ):
         with torch.no_grad():
             low_weight = weight.to(torch.get_autocast_dtype(device))
             low_bias = None if bias is None else bias.to(low_weight.dtype)
