@@ -32,6 +32,7 @@ from omegaconf import MISSING
 from scaling.arms import arm_info
 from scaling.errors import UserError
 from scaling.paths import sweeps_search_path
+from scaling.spec import COMPILE, PRECISIONS
 
 
 @dataclass
@@ -77,7 +78,8 @@ class TrainConfig:
     betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
     eps: float = 1e-8
     grad_clip: float = 1.0
-    precision: str = "auto"
+    precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on the CPU), bf16, fp32
+    compile: str = "auto"  # torch.compile of the model: auto (on CUDA only), on, off
     checkpoint_every: int = 0
 
 
@@ -415,6 +417,9 @@ def check_sweep(cfg: SweepConfig) -> None:
     if t.micro_batch < 0 or (t.micro_batch and t.global_batch % t.micro_batch):
         raise UserError(f"train.micro_batch {t.micro_batch} must divide train.global_batch {t.global_batch}")
     _positive("train.lr", t.lr)
+    for name, allowed in (("precision", PRECISIONS), ("compile", COMPILE)):
+        if getattr(t, name) not in allowed:
+            raise UserError(f"train.{name} {getattr(t, name)!r}: choose from {', '.join(allowed)}")
     for arm, lr in t.lr_by_arm.items():
         arm_info(arm)
         _positive(f"train.lr_by_arm.{arm}", lr)

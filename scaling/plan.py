@@ -198,6 +198,7 @@ def plan_run(
         ),
         seed=seed,
         precision=t.precision,
+        compile=t.compile,
         checkpoint_every=t.checkpoint_every,
         sweep=cfg.name,
     )

@@ -20,6 +20,8 @@ from scaling.errors import UserError
 from scaling.flops import ModelShape
 
 SPEC_VERSION = 1
+PRECISIONS = ("auto", "fp32", "bf16")  # auto: bf16 autocast on CUDA, fp32 on the CPU
+COMPILE = ("auto", "on", "off")  # torch.compile of the model; auto: on CUDA only
 
 
 @dataclass(frozen=True)

@@ -25,9 +25,7 @@ from contextlib import AbstractContextManager, nullcontext
 import torch
 
 from scaling.errors import UserError
-
-PRECISIONS = ("auto", "fp32", "bf16")
-COMPILE = ("auto", "on", "off")
+from scaling.spec import COMPILE, PRECISIONS
 
 # Dense bf16 peak FLOP/s per device by name (datasheet figures without sparsity); the first name
 # that occurs in torch.cuda.get_device_name wins, so the more specific names come first.

@@ -52,11 +52,11 @@ from torch import nn
 from scaling import atomic, paths, store
 from scaling.errors import UserError
 from scaling.flops import CONVENTIONS, train_flops_per_seq
-from scaling.spec import RunSpec
+from scaling.spec import PRECISIONS, RunSpec
 from scaling.tables import duration
 from trainer import accelerator, checkpoint, data
 from trainer import distributed as dist
-from trainer.accelerator import PRECISIONS, autocast_for
+from trainer.accelerator import autocast_for
 from trainer.arms import Arm, get_arm
 from trainer.loader import BatchLoader
 from trainer.model import DiT, attention_backend

@@ -1,17 +1,19 @@
-"""`scaling sweep SWEEP [overrides] [cluster=local|slurm] [--dry-run] [--no-wait]`: plan, prepare,
-submit and watch a sweep (scaling.workflows.sweep.run_sweep)."""
+"""`scaling sweep SWEEP [overrides] [cluster=local|slurm] [-m] [--dry-run] [--no-wait]`: plan, prepare,
+submit and watch a sweep (scaling.workflows.sweep.run_sweep); with -m, one sweep per combination of
+the sweep overrides (train.lr=1e-3,3e-3)."""
 
 from __future__ import annotations
 
 import argparse
 
-from scaling.commands.plan import add_sweep_arguments
-from scaling.config import load_sweep
+from scaling.commands.plan import add_multirun_argument, add_sweep_arguments
+from scaling.config import load_sweeps
 from scaling.workflows.sweep import run_sweep
 
 
 def configure(p: argparse.ArgumentParser) -> None:
     add_sweep_arguments(p)
+    add_multirun_argument(p)
     p.add_argument(
         "--dry-run", action="store_true", help="print what would be submitted, with resources; submit nothing"
     )
@@ -21,5 +23,12 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = load_sweep(args.sweep, args.overrides)
-    return run_sweep(cfg, wait=not args.no_wait, dry_run=args.dry_run).exit_code
+    """With -m, one sweep per combination, one after the other (all submitted at once with --no-wait);
+    the exit code is the worst of theirs."""
+    configs = load_sweeps(args.sweep, args.overrides, multirun=args.multirun)
+    codes = []
+    for i, cfg in enumerate(configs):
+        if len(configs) > 1:
+            print(f"=== sweep {i + 1}/{len(configs)}: {cfg.name}", flush=True)
+        codes.append(run_sweep(cfg, wait=not args.no_wait, dry_run=args.dry_run).exit_code)
+    return max(codes)
