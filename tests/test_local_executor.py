@@ -301,7 +301,15 @@ def test_a_failing_run_is_reported_with_its_error(env, byte_shards, capsys):
 
 def test_multirun_sweeps_one_sweep_per_value(env, capsys):
     """`-m train.lr=1e-2,3e-3`: two sweeps, named after the value, each trained in its own folder."""
-    argv = ["sweep", "t", "-m", "train.lr=1e-2,3e-3", "arms=[ar]", "sizes.0.models=[d8-l1]", "cluster.poll_s=0.2"]
+    argv = [
+        "sweep",
+        "t",
+        "-m",
+        "train.lr=1e-2,3e-3",
+        "arms=[ar]",
+        "sizes.0.models=[d8-l1]",
+        "cluster.poll_s=0.2",
+    ]
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "=== sweep 1/2: t-lr=0.01" in out and "=== sweep 2/2: t-lr=0.003" in out
