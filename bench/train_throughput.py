@@ -206,9 +206,9 @@ def main() -> None:
     header = f"{'arm':<{width}} {'step s':>8} {'tokens/s':>12} {'GFLOP/s':>10} {'peak GF/s':>10} {'/peak':>6}"
     print(header + (f" {'MFU':>6}" if datasheet else ""))
     for arm in args.arms:
-        best = {}
-        for _ in range(args.rounds if args.compare_rotary else 1):
-            for version in versions:  # alternating: both versions see the same load on average
+        best: dict = {}
+        for r in range(args.rounds if args.compare_rotary else 1):
+            for version in versions[:: 1 - 2 * (r % 2)]:  # alternating, first one then the other first
                 before = matmul_peak(device, dtype, n)
                 dt = step_time(arm, shape, batch, device, bf16, args.steps, version)
                 peak = max(before, matmul_peak(device, dtype, n))

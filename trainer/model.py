@@ -69,8 +69,8 @@ class KVCache:
     keeps its first `commit` tokens: Eso-LM's still-masked queries are recomputed once revealed.
     """
 
-    def __init__(self, shape: ModelShape, batch: int) -> None:
-        self.shape, self.batch = shape, batch
+    def __init__(self, seq_len: int, batch: int) -> None:
+        self.seq_len, self.batch = seq_len, batch
         self.keys: list[Tensor] = []
         self.values: list[Tensor] = []
         self.length = 0  # committed tokens
@@ -78,7 +78,7 @@ class KVCache:
     def attend(self, layer: int, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         """Attention of the new tokens' q, k, v [B, n, H, hd] over the cache; returns [B, n, H, hd]."""
         if layer == len(self.keys):  # first pass: buffers in the dtype autocast gives k and v
-            size = (self.batch, self.shape.seq_len, *k.shape[2:])
+            size = (self.batch, self.seq_len, *k.shape[2:])
             self.keys.append(k.new_empty(size))
             self.values.append(v.new_empty(size))
         past, n = self.length, q.shape[1]
@@ -112,8 +112,7 @@ def apply_rotary(x: Tensor, rotation: Tensor) -> Tensor:
     """
     cos, sin = rotation.to(x.dtype).unbind(-2)
     shape = (*cos.shape[:2], *([1] * (x.dim() - 3)), cos.shape[-1])
-    pairs = x.unflatten(-1, (-1, 2))
-    swapped = torch.cat([pairs[..., 1:], pairs[..., :1]], dim=-1).flatten(-2)  # (x_2i+1, x_2i)
+    swapped = x.unflatten(-1, (-1, 2)).roll(1, dims=-1).flatten(-2)  # (x_2i+1, x_2i)
     return torch.addcmul(x * cos.view(shape), swapped, sin.view(shape))
 
 
@@ -123,6 +122,8 @@ def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
 
 class TimeEmbedding(nn.Module):
     """sigma -> 2c sinusoidal features -> Linear -> SiLU -> Linear (c-d, c = cond_dim(d) = min(128, d))."""
+
+    freqs: Tensor  # a buffer
 
     def __init__(self, freq_dim: int, cond: int) -> None:
         super().__init__()
@@ -166,6 +167,8 @@ class Block(nn.Module):
 
 
 class DiT(nn.Module):
+    rotation: Tensor  # a buffer: the rotary tables
+
     def __init__(self, shape: ModelShape) -> None:
         super().__init__()
         self.shape = shape
