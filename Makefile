@@ -42,6 +42,7 @@ LINTED := scaling trainer analysis tests bench scripts
 lint: setup
 	$(BIN)/ruff check $(LINTED)
 	$(BIN)/ruff format --check $(LINTED)
+	$(BIN)/mypy
 	$(BIN)/python scripts/check_layers.py
 
 clean-venv:

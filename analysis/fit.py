@@ -336,6 +336,7 @@ def fit_runs(data: FitData, options: FitOptions = FitOptions(), progress=None) -
     if plan.mult_setup:
         cand, base, losses, ref = plan.mult_setup
         fc, fb = fits[cand].frontier, fits[base].frontier
+        assert fc is not None and fb is not None  # mult_setup is planned only for arms with frontiers
         low, high = percentile_band(boot.mult_curve, options.level)
         mult = MultiplierFit(
             candidate=cand,

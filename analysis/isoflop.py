@@ -238,5 +238,6 @@ def _fit_saturating(
         )
         if best is None or r.cost < best.cost:
             best = r
+    assert best is not None  # at least one start
     e, log_a, g = best.x
     return LossFrontier(E=float(e), A=float(np.exp(log_a + g * ln_c0)), g=float(g), form=SATURATING)

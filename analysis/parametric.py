@@ -137,6 +137,7 @@ def fit_parametric(
         )
         if best is None or r.fun < best.fun:
             best = r
+    assert best is not None  # at least one start
     e, a, b, alpha, beta = best.x
     return ParametricLaw(
         E=float(np.exp(e)),

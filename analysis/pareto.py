@@ -182,7 +182,7 @@ def pareto_flags(throughput, ppl) -> np.ndarray:
     return flags
 
 
-def build_table(rows: list[dict], meta: dict[str, str]) -> pa.Table:
+def build_table(rows: list[dict], meta: dict[str, object]) -> pa.Table:
     """pareto.parquet from measured rows (every column but the two flags), flags computed here."""
     cols = {name: [r.get(name) for r in rows] for name, _ in COLUMNS}
     cols["pareto"] = pareto_flags(cols["tokens_per_s"], cols["gen_ppl"]).tolist()

@@ -14,6 +14,7 @@ import io
 import math
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -21,13 +22,21 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.colors import Normalize  # noqa: E402
+from matplotlib.layout_engine import ConstrainedLayoutEngine  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
-from matplotlib.ticker import AutoLocator, FuncFormatter, LogLocator, NullFormatter, ScalarFormatter  # noqa: E402
+from matplotlib.ticker import (  # noqa: E402
+    AutoLocator,
+    Formatter,
+    FuncFormatter,
+    LogLocator,
+    NullFormatter,
+    ScalarFormatter,
+)
 
 from scaling import atomic  # noqa: E402
 from scaling.spec import budget_tag  # noqa: E402
 
-STYLE = {
+STYLE: dict[Any, Any] = {  # matplotlib rcParams
     "font.family": "serif",
     "font.serif": ["STIXGeneral", "DejaVu Serif"],
     "mathtext.fontset": "stix",
@@ -316,7 +325,7 @@ def frontiers_figure(fits: dict, notes: list[str]):
         _log_ticks(ax.yaxis, plain=q == "l_star")
         _log_ticks(ax.xaxis)
     handles = [Line2D([], [], color=colours[arm], marker="o", ls="none", ms=3.5, label=arm) for arm in arms]
-    marker = {"color": "k", "marker": "o", "ls": "none", "ms": 3.5}
+    marker: dict[str, Any] = {"color": "k", "marker": "o", "ls": "none", "ms": 3.5}
     handles.append(Line2D([], [], **marker, label="valid vertex, 95% CI"))
     if any_flagged:
         handles.append(
@@ -326,7 +335,9 @@ def frontiers_figure(fits: dict, notes: list[str]):
     fig.legend(handles=handles, loc="outside lower center", ncols=cols, columnspacing=1.2)
     # on the middle panel rather than as supxlabel, which the figure legend below would cover
     axes[1].set_xlabel(_compute_label(fits))
-    fig.get_layout_engine().set(w_pad=0.06)
+    engine = fig.get_layout_engine()
+    assert isinstance(engine, ConstrainedLayoutEngine)
+    engine.set(w_pad=0.06)
     return fig
 
 
@@ -335,10 +346,11 @@ def _log_ticks(axis, plain: bool = False) -> None:
     (set after the limits), as '2e4' (or plain numbers); minor ticks unlabelled."""
     lo, hi = axis.get_view_interval()
     span = math.log10(hi / lo) if lo > 0 and hi > lo else 1.0
-    subs = np.arange(1.0, 10.0) if span < 0.6 else (1.0, 2.0, 5.0) if span < 2.1 else (1.0,)
+    subs = list(np.arange(1.0, 10.0)) if span < 0.6 else [1.0, 2.0, 5.0] if span < 2.1 else [1.0]
     # plain numbers over less than a decade (a loss): evenly spaced ones read best
     linear = plain and span < 0.6
     axis.set_major_locator(AutoLocator() if linear else LogLocator(base=10, subs=subs, numticks=12))
+    fmt: Formatter
     if plain:
         fmt = ScalarFormatter(useOffset=False)
         fmt.set_scientific(False)

@@ -303,6 +303,7 @@ def summary(report: FitReport) -> str:
     sentence = multiplier_sentence(report)
     if sentence is not None:
         m = report.multiplier
+        assert m is not None  # a sentence needs a multiplier
         where = "gap between" if m.range.extrapolated else "common range"
         lines += ["", f"{sentence} (frontier losses: {where} {m.range.low:.3f}-{m.range.high:.3f})"]
     return "\n".join(lines)

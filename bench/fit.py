@@ -53,7 +53,9 @@ def bench_fit(n_runs: int, n_boot: int, tmp: Path) -> None:
             fit_parametric(data.n, data.d, data.loss)
     with Timer() as t:
         report = fit_runs(data, FitOptions(n_boot=n_boot, seed=0))
-    alpha = report.arms["mdlm-ce"].parametric.alpha
+    parametric = report.arms["mdlm-ce"].parametric
+    assert parametric is not None, "the synthetic sweep has runs enough for Approach 3"
+    alpha = parametric.alpha
     print(f"Approach 3 point fit, {len(data)} runs: {1e3 * single.wall / 5:.1f} ms wall")
     print(
         f"fit with {n_boot} bootstraps (Approach 2 + 3), {len(data)} runs: {t.wall:.1f} s wall, "

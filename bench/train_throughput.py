@@ -6,9 +6,9 @@ backward, AdamW update) on random tokens, against a matmul peak measured in the 
     .venv/bin/python bench/train_throughput.py --compare-rotary --arms mdlm-ce
 
 --compare-rotary prints the error of the rotary embedding against a float64 rotation (fp32 and
-bf16 inputs) and times every arm twice, alternating, with the rotary of trainer/model.py (real
-arithmetic in the activations' dtype) and with the complex-number version it replaced (float32
-complex multiply, kept below as `complex_rotary` for this comparison).
+bf16 inputs) and times every arm with the rotary of trainer/model.py (real arithmetic in the
+activations' dtype) and with the complex-number version it replaced (float32 complex multiply,
+kept below as `complex_rotary` for this comparison), the two models taking turns step by step.
 
 Model FLOPs count the `attention` convention of scaling.flops (every matmul of the real model:
 weights, attention products, conditioning), times 3 for training. The CPU target is a ratio of
@@ -19,7 +19,6 @@ against the card's dense bf16 datasheet peak (trainer.accelerator.PEAK_BF16).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import time
 
 import torch
@@ -74,22 +73,6 @@ def complex_rotary(x: Tensor, rotation: Tensor) -> Tensor:
     return torch.view_as_real(z * r).flatten(-2).to(x.dtype)
 
 
-@contextlib.contextmanager
-def rotary_version(model: DiT, version: str):
-    """Run `model` with the rotary of trainer/model.py ("real") or the complex one it replaced."""
-    if version == "real":
-        yield
-        return
-    saved = model.rotation
-    model.rotation = complex_rotary_tables(model.shape.seq_len, model.shape.head_dim).to(saved.device)
-    trainer.model.apply_rotary = complex_rotary
-    try:
-        yield
-    finally:
-        trainer.model.apply_rotary = apply_rotary
-        model.rotation = saved
-
-
 def rotary_errors(seq_len: int = 2048, head_dim: int = 64) -> None:
     """Max abs and norm-wise relative error of both versions against a float64 rotation of the
     same (dtype-rounded) inputs, x ~ N(0, 1) [seq_len, head_dim] at positions 0 .. seq_len - 1."""
@@ -114,46 +97,55 @@ def rotary_errors(seq_len: int = 2048, head_dim: int = 64) -> None:
             print(f"{str(dtype).removeprefix('torch.'):<10}{name:<22}{err.abs().max():>10.2e}{rel:>12.2e}")
 
 
-def step_time(
-    arm_name: str,
-    shape: ModelShape,
-    batch: int,
-    device: torch.device,
-    bf16: bool,
-    steps: int,
-    rotary: str = "real",
-) -> float:
-    """Fastest of `steps` training steps after warm-up (best-of, like the matmul peak: on a shared
-    machine the fastest step is the one least disturbed by other work)."""
-    torch.manual_seed(0)
-    model = DiT(shape).to(device)
-    with rotary_version(model, rotary):
-        return _step_time(model, arm_name, shape, batch, device, bf16, steps)
+class Stepper:
+    """One arm's model, optimizer and batch; step() runs one training step (forward, backward,
+    AdamW update) and returns its seconds. rotary "complex": the model uses the earlier rotary."""
+
+    def __init__(
+        self, arm_name: str, shape: ModelShape, batch: int, device: torch.device, bf16: bool, rotary: str
+    ) -> None:
+        torch.manual_seed(0)
+        self.model = DiT(shape).to(device)
+        self.rotary = complex_rotary if rotary == "complex" else apply_rotary
+        if rotary == "complex":
+            self.model.rotation = complex_rotary_tables(shape.seq_len, shape.head_dim).to(device)
+        self.arm = get_arm(arm_name, shape.vocab)
+        self.opt = torch.optim.AdamW(param_groups(self.model, 0.1), lr=1e-4, fused=device.type == "cuda")
+        self.x = torch.randint(0, shape.vocab - 1, (batch, shape.seq_len), device=device)
+        self.gen = torch.Generator(device=device).manual_seed(0)
+        self.device, self.batch, self.bf16 = device, batch, bf16
+
+    def step(self) -> float:
+        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
+        trainer.model.apply_rotary = self.rotary  # Block.forward looks it up at call time
+        try:
+            _sync(self.device)
+            t0 = time.perf_counter()
+            t = self.arm.sample_t(self.batch, 0.5)
+            with autocast:
+                loss = self.arm.training_loss(self.model, self.x, t, self.gen)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+            self.opt.step()
+            self.opt.zero_grad(set_to_none=True)
+            _sync(self.device)
+            return time.perf_counter() - t0
+        finally:
+            trainer.model.apply_rotary = apply_rotary
 
 
-def _step_time(
-    model: DiT, arm_name: str, shape: ModelShape, batch: int, device: torch.device, bf16: bool, steps: int
-) -> float:
-    arm = get_arm(arm_name, shape.vocab)
-    opt = torch.optim.AdamW(param_groups(model, 0.1), lr=1e-4, fused=device.type == "cuda")
-    x = torch.randint(0, shape.vocab - 1, (batch, shape.seq_len), device=device)
-    gen = torch.Generator(device=device).manual_seed(0)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
-    times = []
-    for i in range(steps + 2):
-        _sync(device)
-        t0 = time.perf_counter()
-        t = arm.sample_t(batch, 0.5)
-        with autocast:
-            loss = arm.training_loss(model, x, t, gen)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        _sync(device)
-        if i >= 2:  # warm-up: allocator, kernel selection
-            times.append(time.perf_counter() - t0)
-    return min(times)
+def step_times(steppers: list[Stepper], steps: int) -> list[float]:
+    """Fastest of `steps` training steps of each stepper after two warm-up steps (allocator, kernel
+    selection), the steppers taking turns step by step (in alternating order), so that each sees
+    the same load; best-of, like the matmul peak: on a shared machine the fastest step is the one
+    least disturbed by other work."""
+    for s in steppers * 2:
+        s.step()
+    best = [float("inf")] * len(steppers)
+    for i in range(steps):
+        for j in range(len(steppers))[:: 1 - 2 * (i % 2)]:
+            best[j] = min(best[j], steppers[j].step())
+    return best
 
 
 def main() -> None:
@@ -174,7 +166,6 @@ def main() -> None:
         action="store_true",
         help="rotary error table, and each arm timed with the complex rotary it replaced too",
     )
-    p.add_argument("--rounds", type=int, default=3, help="--compare-rotary: alternations per arm")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -200,21 +191,15 @@ def main() -> None:
     width = 20 if args.compare_rotary else 10
     if args.compare_rotary:
         rotary_errors()
-        print(
-            f"training steps: each rotary version {args.rounds} times, alternating; the fastest step of all"
-        )
+        print("training steps of the two rotary versions, taking turns step by step; the fastest of each")
     header = f"{'arm':<{width}} {'step s':>8} {'tokens/s':>12} {'GFLOP/s':>10} {'peak GF/s':>10} {'/peak':>6}"
     print(header + (f" {'MFU':>6}" if datasheet else ""))
     for arm in args.arms:
-        best: dict = {}
-        for r in range(args.rounds if args.compare_rotary else 1):
-            for version in versions[:: 1 - 2 * (r % 2)]:  # alternating, first one then the other first
-                before = matmul_peak(device, dtype, n)
-                dt = step_time(arm, shape, batch, device, bf16, args.steps, version)
-                peak = max(before, matmul_peak(device, dtype, n))
-                if version not in best or dt < best[version][0]:
-                    best[version] = (dt, peak)
-        for version, (dt, peak) in best.items():
+        before = matmul_peak(device, dtype, n)
+        steppers = [Stepper(arm, shape, batch, device, bf16, v) for v in versions]
+        times = step_times(steppers, args.steps)
+        peak = max(before, matmul_peak(device, dtype, n))
+        for version, dt in zip(versions, times):
             flops = batch * train_flops_per_seq(shape, "attention", arm) / dt
             name = f"{arm} ({version})" if args.compare_rotary else arm
             line = (
@@ -223,7 +208,7 @@ def main() -> None:
             )
             print(line + (f" {flops / datasheet:>6.2f}" if datasheet else ""), flush=True)
         if args.compare_rotary:
-            print(f"{'':<{width}} real / complex tokens/s: {best['complex'][0] / best['real'][0]:.3f}")
+            print(f"{'':<{width}} real / complex tokens/s: {times[0] / times[1]:.3f}")
 
 
 if __name__ == "__main__":

@@ -47,7 +47,7 @@ def append_jsonl(path: str | Path, obj: Any) -> None:
 
 
 def read_jsonl(path: str | Path) -> list[dict]:
-    rows = []
+    rows: list[dict] = []
     try:
         lines = Path(path).read_text().splitlines()
     except FileNotFoundError:

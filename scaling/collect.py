@@ -257,7 +257,7 @@ def _collect_one(folder: Path, sweep: str, cols: _Columns) -> str | None:
         row["steps_done"] = evals[-1]["step"]
     row["problem"] = "; ".join(problems) or None
     cols.add_run(row)
-    if "arm" in row:
+    if spec is not None and "arm" in row:
         _curve_rows(spec, row, evals, cols)
     return None if not problems else f"{folder.name}: {row['status']}: {row['problem']}"
 
@@ -309,7 +309,8 @@ def _curve_rows(spec: RunSpec, run_row: dict, evals: list[dict], cols: _Columns)
     tokens_per_step = spec.global_batch * spec.model.seq_len
     for step in sorted(by_step):
         e = by_step[step]
-        flops = e.get("flops") if isinstance(e.get("flops"), dict) else {}
+        logged_flops = e.get("flops")
+        flops = logged_flops if isinstance(logged_flops, dict) else {}
         row = {
             "schema_version": SCHEMA_VERSION,
             "run_key": run_row["run_key"],

@@ -23,7 +23,6 @@ import itertools
 import math
 import re
 from dataclasses import dataclass, field, fields, is_dataclass, replace
-from functools import cache
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
@@ -199,7 +198,7 @@ def load_sweeps(
         _check_override(o, search)
     if not multirun:
         return [_compose(config_name, [_line(o) for o in parsed], search)]
-    choices = []
+    choices: list[list[tuple[str, tuple[str, str] | None]]] = []
     for o in parsed:
         if o.is_sweep_override():
             choices.append(
@@ -476,12 +475,16 @@ def _check_records(where: str, records: list[SizeList]) -> None:
 # Structure and types, checked where they enter (sweep files, overrides) with the key's path
 
 
-@cache
-def _hints(cls) -> dict[str, Any]:
-    hints = get_type_hints(cls)
-    if cls is SweepConfig:
-        hints["arm_sizes"] = dict[str, list[SizeList]]
-    return hints
+_HINTS: dict[Any, dict[str, Any]] = {}
+
+
+def _hints(cls: Any) -> dict[str, Any]:
+    if cls not in _HINTS:
+        hints = get_type_hints(cls)
+        if cls is SweepConfig:
+            hints["arm_sizes"] = dict[str, list[SizeList]]
+        _HINTS[cls] = hints
+    return _HINTS[cls]
 
 
 def _unwrap(hint) -> tuple[Any, bool]:
@@ -573,7 +576,8 @@ def _check_value(value: Any, hint: Any, path: str, context: str) -> None:
         for key, v in value.items():
             _check_value(v, get_args(base)[1], _join(path, key), context)
         return
-    node = {int: IntegerNode, float: FloatNode, str: StringNode, bool: BooleanNode}.get(base)
+    nodes: dict[Any, Any] = {int: IntegerNode, float: FloatNode, str: StringNode, bool: BooleanNode}
+    node = nodes.get(base)
     if node is None:
         return
     if isinstance(value, (list, dict)) or (base is not bool and isinstance(value, bool)):
@@ -859,10 +863,11 @@ def _first_line(e: BaseException) -> str:
 
 
 def _chain(e: BaseException) -> list[BaseException]:
-    out = []
-    while e is not None and e not in out:
-        out.append(e)
-        e = e.__cause__ or e.__context__
+    out: list[BaseException] = []
+    link: BaseException | None = e
+    while link is not None and link not in out:
+        out.append(link)
+        link = link.__cause__ or link.__context__
     return out
 
 
@@ -906,8 +911,8 @@ def _explain(e: BaseException, config_name: str, search: list[Path]) -> str:
                 raw.pop("defaults", None)
                 try:
                     _check_value(raw, SweepConfig, "", "yaml")
-                except UserError as problem:
-                    return f"{path}: {problem}"
+                except UserError as bad:
+                    return f"{path}: {bad}"
         detail = text[where.end() :].splitlines()
         detail = [d for d in detail if d.strip() and "raised while composing" not in d]
         return f"{path or config}: {detail[0].strip() if detail else _first_line(e)}"

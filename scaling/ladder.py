@@ -43,9 +43,8 @@ def find_ladder(name: str, extra: tuple[Path, ...] = ()) -> Path | None:
 
 def load_ladder(name: str) -> list[ShapeSpec]:
     """A named ladder (ladder/NAME.yaml in a sweep folder, user folders first) or a path to such a YAML file."""
-    path: Path | None = Path(name)
-    if path.suffix not in (".yaml", ".yml"):
-        path = find_ladder(name)
+    given = Path(name)
+    path = given if given.suffix in (".yaml", ".yml") else find_ladder(name)
     if path is None or not path.exists():
         raise UserError(
             f"unknown ladder {name!r}: choose from {', '.join(available_ladders())} or give a YAML path"

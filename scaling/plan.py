@@ -177,7 +177,7 @@ def plan_run(
             lr=lr,
             min_lr=lr * t.min_lr_ratio,
             warmup_steps=warmup_for(cfg, steps),
-            betas=tuple(t.betas),
+            betas=(t.betas[0], t.betas[1]),  # two, checked by the config
             weight_decay=t.weight_decay,
             eps=t.eps,
             grad_clip=t.grad_clip,

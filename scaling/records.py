@@ -8,7 +8,6 @@ or hand-edited file becomes one line, never a TypeError deep inside the code tha
 
 from __future__ import annotations
 
-import functools
 import math
 import types
 import typing
@@ -22,10 +21,14 @@ class RecordError(ValueError):
     """A record does not have the shape its dataclass declares; the message names the field."""
 
 
-@functools.cache
-def _hints(cls) -> dict[str, Any]:
+_HINTS: dict[Any, dict[str, Any]] = {}
+
+
+def _hints(cls: Any) -> dict[str, Any]:
     """Resolving annotations is slow; `collect` reads thousands of records."""
-    return get_type_hints(cls)
+    if cls not in _HINTS:
+        _HINTS[cls] = get_type_hints(cls)
+    return _HINTS[cls]
 
 
 def from_dict(

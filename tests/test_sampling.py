@@ -214,7 +214,7 @@ def test_cached_forward_matches_the_full_causal_forward_in_any_order():
     order = torch.rand(3, 12, generator=g).argsort(1)
     with torch.no_grad():
         full = model(tokens.gather(1, order), mode="causal", positions=order)
-        cache = KVCache(shape, 3)
+        cache = KVCache(shape.seq_len, 3)
         # chunks of ranks; each call also carries two uncommitted extra queries, as Eso-LM's masked tokens
         for lo, hi in [(0, 1), (1, 4), (4, 5), (5, 9), (9, 12)]:
             extra = min(12, hi + 2)
@@ -223,12 +223,12 @@ def test_cached_forward_matches_the_full_causal_forward_in_any_order():
             assert torch.allclose(out, full[:, lo:extra], atol=1e-5), (lo, hi)
             assert cache.length == hi
         # default positions continue after the cached tokens
-        cache = KVCache(shape, 3)
+        cache = KVCache(shape.seq_len, 3)
         for i in range(12):
             out = model(tokens[:, i : i + 1], mode="causal", cache=cache, commit=1)
             assert torch.allclose(out[:, 0], model(tokens[:, : i + 1], mode="causal")[:, -1], atol=1e-5)
     with pytest.raises(ValueError, match="causal"):
-        model(tokens[:, :1], cache=KVCache(shape, 3))
+        model(tokens[:, :1], cache=KVCache(shape.seq_len, 3))
     with pytest.raises(ValueError, match="seq_len"):
         model(tokens[:, :1], mode="causal", cache=cache)  # full
 

@@ -13,6 +13,7 @@ import io
 import random
 import re
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -116,7 +117,7 @@ def load_final_model(run_dir: str | Path, device: torch.device | None = None) ->
 
 
 def rng_state() -> dict:
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    kind, keys, pos, has_gauss, gauss = cast(tuple[str, np.ndarray, int, int, float], np.random.get_state())
     version, internal, gauss_next = random.getstate()
     state = {
         "torch": torch.get_rng_state(),

@@ -15,9 +15,10 @@ from dataclasses import dataclass
 import torch
 
 from scaling.arms import arm_info
-from trainer.accelerator import placement, synchronize
+from trainer import accelerator
 from trainer.arms import Arm
 from trainer.arms.ar import Autoregressive
+from trainer.model import DiT
 from trainer.sampling import SampleOptions
 
 
@@ -42,16 +43,16 @@ def measure_sampling(
 ) -> Measurement:
     """ceil(samples / batch) timed batches after one untimed warm-up batch; throughput = generated
     tokens / timed seconds. `precision` is the autocast context the model was trained under."""
-    generator = torch.Generator(device=placement(device)).manual_seed(seed)
+    generator = torch.Generator(device=accelerator.placement(device)).manual_seed(seed)
     n_batches = max(1, -(-samples // batch))
     outputs, seconds, nfe = [], 0.0, 0.0
     with torch.no_grad(), precision:
         arm.sample(model, batch, seq_len, options, generator)  # warm-up: allocator, kernels, caches
         for _ in range(n_batches):
-            synchronize(device)
+            accelerator.synchronize(device)
             start = time.perf_counter()
             out = arm.sample(model, batch, seq_len, options, generator)
-            synchronize(device)
+            accelerator.synchronize(device)
             seconds += time.perf_counter() - start
             outputs.append(out.tokens.cpu())
             nfe += out.nfe / n_batches
@@ -60,7 +61,7 @@ def measure_sampling(
 
 
 def judge_nll(
-    judge: torch.nn.Module,
+    judge: DiT,
     tokens: torch.Tensor,
     batch: int,
     device: torch.device,
@@ -71,5 +72,5 @@ def judge_nll(
     total = 0.0
     with torch.no_grad(), precision:
         for chunk in tokens.split(batch):
-            total += float(scorer.token_nll(judge, chunk.to(placement(device))).double().sum())
+            total += float(scorer.token_nll(judge, chunk.to(accelerator.placement(device))).double().sum())
     return total / (tokens.shape[0] * (tokens.shape[1] - 1))

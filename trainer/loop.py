@@ -40,16 +40,17 @@ import signal
 import threading
 import time
 from collections import deque
-from contextlib import nullcontext
-from dataclasses import dataclass
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 
-from scaling import atomic, paths, store
+from scaling import atomic, paths, records, store
 from scaling.errors import UserError
 from scaling.flops import CONVENTIONS, train_flops_per_seq
 from scaling.spec import PRECISIONS, RunSpec
@@ -131,6 +132,30 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
 
 
+@dataclass
+class RunStats:
+    """What a run carries across its restarts (saved in every checkpoint)."""
+
+    train_time: float = 0.0  # seconds of timed training steps (compilation and evaluation excluded)
+    timed_steps: int = 0
+    compile_s: float | None = None
+    wall_s: float = 0.0
+    restarts: int = 0
+    recent: list[float] = field(default_factory=list)  # the last training losses
+    last_eval: dict[str, Any] | None = None
+
+    @classmethod
+    def from_checkpoint(cls, saved: dict, step: int) -> RunStats:
+        """The stats of a checkpoint; those of earlier versions timed every step they trained."""
+        return records.from_dict(cls, {"timed_steps": step} | saved, "checkpoint stats", ignore_unknown=True)
+
+
+def _times(arm: Arm, n: int, u: float) -> Tensor:
+    t = arm.sample_t(n, u)
+    assert t is not None  # called for diffusion arms only
+    return t
+
+
 class _Signals:
     """Records SIGTERM/SIGUSR2/SIGINT; the loop checkpoints at the next step boundary. A second
     Ctrl-C interrupts at once (KeyboardInterrupt), losing the steps since the last checkpoint."""
@@ -177,7 +202,7 @@ def evaluate(
                 continue
             idx = np.arange(start, min(n, start + per_chunk))
             x = torch.from_numpy(windows[idx]).to(place).repeat_interleave(k, dim=0)
-            t = torch.cat([arm.sample_t(k, ui) for ui in u[idx]]) if diffusion else None
+            t = torch.cat([_times(arm, k, ui) for ui in u[idx]]) if diffusion else None
             gen.manual_seed(_seed(spec.eval.seed, c))
             losses = arm.validation_loss(model, x, t, gen).double().view(len(idx), k)
             per_window[torch.from_numpy(idx).to(place)] = losses.mean(dim=1)
@@ -277,8 +302,10 @@ class TrainStep:
         self.optimizer.zero_grad(set_to_none=True)
         return loss_sum / plan.accum, grad_norm.float()
 
-    def _no_sync(self):
-        return getattr(self.wrapped, "_orig_mod", self.wrapped).no_sync()  # under torch.compile's wrapper
+    def _no_sync(self) -> AbstractContextManager:
+        ddp = getattr(self.wrapped, "_orig_mod", self.wrapped)  # under torch.compile's wrapper
+        assert isinstance(ddp, nn.parallel.DistributedDataParallel)
+        return ddp.no_sync()
 
 
 class _Session:
@@ -331,15 +358,7 @@ class _Session:
             fused=cuda or None,
             foreach=None if cuda else True,
         )
-        self.stats = {
-            "train_time": 0.0,  # seconds of timed training steps (compilation and evaluation excluded)
-            "timed_steps": 0,
-            "compile_s": None,
-            "wall_s": 0.0,
-            "restarts": 0,
-            "recent": [],
-            "last_eval": None,
-        }
+        self.stats = RunStats()
         self.start = 0
         if state is not None:
             self._restore(state)
@@ -353,7 +372,7 @@ class _Session:
             )
         self.compiled = accelerator.compiles(spec.compile, device)
         if self.compiled:
-            self.ddp = torch.compile(self.ddp)
+            self.ddp = cast(nn.Module, torch.compile(self.ddp))
         self.step = TrainStep(
             spec,
             plan,
@@ -365,7 +384,7 @@ class _Session:
             device,
             torch.Generator(device=self.place),
         )
-        self.recent = deque(self.stats["recent"], maxlen=RECENT)
+        self.recent = deque(self.stats.recent, maxlen=RECENT)
         self.flops_per_step = {
             c: spec.global_batch * train_flops_per_seq(spec.model, c, spec.arm) for c in CONVENTIONS
         }
@@ -381,8 +400,8 @@ class _Session:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         # checkpoints of earlier versions timed every step
-        self.stats |= {"timed_steps": state["step"]} | state["stats"]
-        self.stats["restarts"] += 1
+        self.stats = RunStats.from_checkpoint(state["stats"], state["step"])
+        self.stats.restarts += 1
         self.start = state["step"]
         if len(state["rng"]) == self.env.world_size:
             checkpoint.set_rng_state(state["rng"][self.env.rank])
@@ -443,13 +462,13 @@ class _Session:
             values, stop = self.read(pending, signals.received)
             elapsed = time.perf_counter() - t0
             if self.compiled and s == self.start:  # the first step compiled the model: timed apart
-                self.stats["compile_s"] = (self.stats["compile_s"] or 0.0) + elapsed
+                self.stats.compile_s = (self.stats.compile_s or 0.0) + elapsed
                 self.say(f"[{spec.run_key}] torch.compile and the first step took {elapsed:.1f}s")
                 elapsed, timed = 0.0, 0
             else:
                 timed = len(pending)
-            self.stats["train_time"] += elapsed
-            self.stats["timed_steps"] += timed
+            self.stats.train_time += elapsed
+            self.stats.timed_steps += timed
             interval_time += elapsed
             interval_steps += timed
             pending.clear()
@@ -542,7 +561,7 @@ class _Session:
 
     def validate(self, step: int) -> None:
         val, err = evaluate(self.model, self.arm, self.windows, self.spec, self.plan, self.env, self.device)
-        self.stats["last_eval"] = {"step": step, "val_loss": val, "val_loss_stderr": err}
+        self.stats.last_eval = {"step": step, "val_loss": val, "val_loss_stderr": err}
         if self.env.is_main:
             atomic.append_jsonl(
                 self.run_dir / "evals.jsonl",
@@ -555,7 +574,7 @@ class _Session:
         self.say(f"[{self.spec.run_key}] step {step}/{self.spec.steps} val_loss {val:.4f} +- {err:.4f}")
 
     def wall_s(self) -> float:
-        return self.stats["wall_s"] + time.time() - self.started
+        return self.stats.wall_s + time.time() - self.started
 
     def snapshot(self, step: int) -> None:
         rngs = dist.all_gather_objects(checkpoint.rng_state())
@@ -571,15 +590,15 @@ class _Session:
                     "data": self.sampler.state_dict(position=step * self.spec.global_batch),
                     "rng": rngs,
                     "world_size": self.env.world_size,
-                    "stats": {**self.stats, "wall_s": self.wall_s(), "recent": list(self.recent)},
+                    "stats": asdict(replace(self.stats, wall_s=self.wall_s(), recent=list(self.recent))),
                 },
             )
 
     def finish(self, progress: dict, diverged_step: int | None) -> store.RunResult:
         """Writes result.json and the final status; returns the result."""
-        last = self.stats["last_eval"] if diverged_step is None else None
+        last = self.stats.last_eval if diverged_step is None else None
         val = last["val_loss"] if last else None
-        train_time, timed = self.stats["train_time"], self.stats["timed_steps"]
+        train_time, timed = self.stats.train_time, self.stats.timed_steps
         tokens_per_step = self.spec.global_batch * self.spec.data.seq_len
         memory = accelerator.memory_stats(self.device)
         result = store.RunResult(
@@ -598,10 +617,10 @@ class _Session:
             device=accelerator.device_name(self.device),
             precision=accelerator.precision_name(self.spec.precision, self.device),
             attention=attention_backend(self.device, _compute_dtype(self.spec.precision, self.device)),
-            compile_s=self.stats["compile_s"],
+            compile_s=self.stats.compile_s,
             max_memory_gb=memory.get("max_allocated_gb"),
             world_size=self.env.world_size,
-            restarts=self.stats["restarts"],
+            restarts=self.stats.restarts,
             diverged_step=diverged_step,
             finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             git_sha=paths.git_sha(),

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -38,10 +39,18 @@ from torch.utils.checkpoint import checkpoint
 CHUNK_TOKENS = 2048  # tokens per chunk: float32 logits of 2048 x 32,000 real tokens = 262 MB
 
 
-def backbone(model: nn.Module) -> nn.Module | None:
+class Backbone(Protocol):
+    """What the chunked losses need of a model: hidden states and the head that maps them."""
+
+    head: nn.Linear
+
+    def hidden(self, *args: Any, **kwargs: Any) -> Tensor: ...
+
+
+def backbone(model: nn.Module) -> Backbone | None:
     """The module under `model` (through DistributedDataParallel and torch.compile wrappers) when it
     gives hidden states (`hidden`, `head`, and forward's `return_hidden`), else None (oracles)."""
-    core = model
+    core: Any = model
     while True:
         if isinstance(core, nn.parallel.DistributedDataParallel):
             core = core.module
@@ -52,6 +61,13 @@ def backbone(model: nn.Module) -> nn.Module | None:
     if callable(getattr(core, "hidden", None)) and isinstance(getattr(core, "head", None), nn.Linear):
         return core
     return None
+
+
+def head_of(model: nn.Module) -> nn.Linear:
+    core = backbone(model)
+    if core is None:
+        raise TypeError(f"{type(model).__name__} gives no hidden states: the chunked loss needs a DiT")
+    return core.head
 
 
 def cross_entropy(logits: Tensor, target: Tensor) -> Tensor:
@@ -140,5 +156,5 @@ def token_cross_entropy(
     model: a module `backbone` accepts (maybe wrapped: the forward pass goes through the wrapper);
     forward: DiT.forward's keyword arguments (sigma, mode, positions)."""
     h = model(tokens, return_hidden=True, **forward)
-    head = backbone(model).head
+    head = head_of(model)
     return map_chunks(cross_entropy, h, head, n_real, (target,), chunk_tokens).view(target.shape)

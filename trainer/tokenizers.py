@@ -144,6 +144,8 @@ def build(tokenizer: str, vocab_size: int | None, train_texts: list[str]) -> Tex
         tok: TextTokenizer = ByteTokenizer()
     elif kind == "bpe":
         tok = HFTokenizer.train_bpe(train_texts, vocab_size or DEFAULT_BPE_VOCAB)
+    elif path is None:  # parse() gives hf and spm their file
+        raise UserError(f"tokenizer {tokenizer!r} needs a file: hf:PATH or spm:PATH")
     elif kind == "hf":
         tok = HFTokenizer.from_file(path)
     else:
@@ -169,6 +171,8 @@ def load_tokenizer(kind: str, folder: Path, file_name: str | None) -> TextTokeni
     """The tokenizer saved next to a shard folder (see data.load_tokenizer)."""
     if kind == "bytes":
         return ByteTokenizer()
+    if file_name is None:
+        raise UserError(f"{folder}: the {kind} tokenizer's file is not recorded: prepare the shards again")
     if kind in ("bpe", "hf"):
         return HFTokenizer.from_file(folder / file_name, kind)
     return SentencePieceTokenizer(folder / file_name)

@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
         from scaling.config import load_sweeps
 
         sweeps = load_sweeps(args.sweep, args.overrides, multirun=args.multirun)
-        configs = {}  # sweeps that differ elsewhere share their data
+        configs: dict = {}  # sweeps that differ elsewhere share their data
         for cfg in sweeps:
             d = cfg.data
             configs.setdefault((d.corpus, d.tokenizer, d.vocab_size, d.val_fraction), d)

@@ -141,6 +141,7 @@ def reconcile(run_dirs: list[Path], write: bool = True) -> tuple[list[RunView], 
 
 
 def _apply(run_dir: Path, status: store.RunStatus, state: str, info: JobInfo, write: bool):
+    fields: dict[str, Any]
     if info.state == "ended":
         if store.read_result(run_dir) is not None:  # it ended between our two reads
             return store.read_status(run_dir), store.run_state(run_dir)

@@ -328,6 +328,7 @@ class TrainJob(submitit.helpers.Checkpointable):
         if self._terminated or rc == store.EXIT_PREEMPTED:
             # checkpointed after SIGTERM (requeue, cancel) or USR2 (rank > 0; rank 0 requeues)
             return {"interrupted": True}
+        assert rc is not None  # _wait without a timeout returns the exit code
         reason = exit_reason(rc, log_path)
         if rank0:
             store.write_status(run_path, "failed", if_job=job_id, reason=reason, requeues=restarts)

@@ -100,7 +100,8 @@ def measure_frontier(sweep: str, options: FrontierOptions, say: Callable[[str], 
     first_token = torch.from_numpy(counts / counts.sum())
     say(f"judge: {judge_spec.run_key} (val_loss from its run), device: {device_name(device)}")
 
-    rows, sample_len = [], None
+    rows: list[dict] = []
+    sample_len = 0  # the samples' length: the first model's seq_len
     for c in choices:
         spec, model = load_final_model(c.run.run_dir, device)
         mine, theirs = spec.data, judge_spec.data
@@ -170,7 +171,7 @@ def measure_frontier(sweep: str, options: FrontierOptions, say: Callable[[str], 
     if n_windows:
         windows = torch.from_numpy(data.validation_windows(shards.val, sample_len, n_windows))
         data_ppl = float(np.exp(judge_nll(judge, windows, options.batch, device, judge_precision)))
-    meta = {
+    meta: dict[str, object] = {
         "sweep": sweep,
         "judge": judge_spec.run_key,
         "data_gen_ppl": data_ppl,

@@ -55,7 +55,7 @@ class Autoregressive(Arm):
             first = torch.ones(self.vocab).index_fill_(0, torch.tensor([self.mask_id]), 0)
         x = torch.empty(batch, seq_len, dtype=torch.long, device=device)
         x[:, 0] = gumbel_argmax(first.to(device).double().log().expand(batch, -1), generator)
-        cache = KVCache(model.shape, batch) if options.cache else None
+        cache = KVCache(seq_len, batch) if options.cache else None
         for i in range(seq_len - 1):
             if cache is None:
                 logits = model(x[:, : i + 1], mode="causal")[:, -1]

@@ -40,6 +40,13 @@ def forbid_mask(logits: Tensor, mask_id: int) -> Tensor:
     return logits
 
 
+def times_on(t: Tensor | None, x: Tensor) -> Tensor:
+    """A diffusion arm's times on the batch's device (every diffusion arm gets them from sample_t)."""
+    if t is None:
+        raise ValueError("a diffusion arm needs the diffusion times t (arm.sample_t)")
+    return t.to(x.device)
+
+
 class Arm(ABC):
     def __init__(self, info: ArmInfo, vocab: int) -> None:
         if vocab < 3:

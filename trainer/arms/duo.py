@@ -38,8 +38,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from trainer.arms.base import Arm
-from trainer.losses import backbone, map_chunks
+from trainer.arms.base import Arm, times_on
+from trainer.losses import head_of, map_chunks
 from trainer.sampling import SampleOptions, Samples, gumbel_argmax, nucleus, time_grid, uniform
 from trainer.schedule import alpha, alpha_prime
 
@@ -109,15 +109,17 @@ class UniformDiffusion(Arm):
         logits = model(z, sigma=-alpha(t).log(), mode="bidirectional")
         return logits[..., : self.n_real].log_softmax(dim=-1)
 
-    def token_nelbo(self, model: nn.Module, x: Tensor, t: Tensor, generator: torch.Generator) -> Tensor:
-        t = t.to(x.device)
+    def token_nelbo(
+        self, model: nn.Module, x: Tensor, t: Tensor | None, generator: torch.Generator
+    ) -> Tensor:
+        t = times_on(t, x)
         z = self.corrupt(x, t, generator)
         if not self.chunked(model):
             return uniform_nelbo(self.log_x_hat(model, z, t), x, z, alpha(t), alpha_prime(t))
         a, K = alpha(t), self.n_real
         h = model(z, sigma=-a.log(), mode="bidirectional", return_hidden=True)
         per_token = (x, z, log_rho_of(a, K).float().expand(x.shape))
-        terms = map_chunks(terms_from_logits, h, backbone(model).head, K, per_token, self.chunk_tokens)
+        terms = map_chunks(terms_from_logits, h, head_of(model), K, per_token, self.chunk_tokens)
         nelbo = nelbo_from_terms(terms.view(*x.shape, 3), z == x, K, a, alpha_prime(t))
         return nelbo.to(terms.dtype)
 

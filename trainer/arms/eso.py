@@ -67,7 +67,7 @@ class Interpolating(MaskedDiffusion):
     ) -> Samples:
         z = torch.full((batch, seq_len), self.mask_id, dtype=torch.long, device=generator.device)
         order = uniform(z.shape, generator).argsort(dim=1)  # order[b, r]: position decoded r-th
-        cache = KVCache(model.shape, batch) if options.cache else None
+        cache = KVCache(seq_len, batch) if options.cache else None
         bounds = reveal_bounds(seq_len, options.steps)
         prev, calls = 0, 0  # prev: first rank of the chunk revealed last (not yet in the cache)
         for lo, hi in zip(bounds[:-1], bounds[1:]):

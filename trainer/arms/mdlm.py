@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from trainer.arms.base import Arm, forbid_mask
+from trainer.arms.base import Arm, forbid_mask, times_on
 from trainer.losses import token_cross_entropy
 from trainer.sampling import SampleOptions, Samples, gumbel_argmax, nucleus, time_grid, uniform
 from trainer.schedule import alpha, alpha_prime
@@ -57,7 +57,7 @@ class MaskedDiffusion(Arm):
     def training_loss(
         self, model: nn.Module, x: Tensor, t: Tensor | None, generator: torch.Generator
     ) -> Tensor:
-        t = t.to(x.device)
+        t = times_on(t, x)
         nll = self.masked_nll(model, x, t, generator)
         if self.info.objective == "elbo":
             nll = nelbo_weight(t)[:, None] * nll
@@ -66,7 +66,7 @@ class MaskedDiffusion(Arm):
     def validation_loss(
         self, model: nn.Module, x: Tensor, t: Tensor | None, generator: torch.Generator
     ) -> Tensor:
-        t = t.to(x.device)
+        t = times_on(t, x)
         return (nelbo_weight(t)[:, None] * self.masked_nll(model, x, t, generator)).mean(dim=1)
 
     def sample(
@@ -74,7 +74,8 @@ class MaskedDiffusion(Arm):
     ) -> Samples:
         z = torch.full((batch, seq_len), self.mask_id, dtype=torch.long, device=generator.device)
         a = alpha(time_grid(options.steps))
-        logits, stale, rows = None, torch.ones(batch, dtype=torch.bool, device=z.device), 0
+        logits: Tensor | None = None
+        stale, rows = torch.ones(batch, dtype=torch.bool, device=z.device), 0
         for k in range(options.steps):
             masked = z == self.mask_id
             if not options.cache:
@@ -83,10 +84,12 @@ class MaskedDiffusion(Arm):
             if n_stale == batch:
                 logits = self.denoise(model, z, masked, generator)
             elif n_stale:
+                assert logits is not None  # every row is stale at the first step
                 logits[stale] = self.denoise(model, z[stale], masked[stale], generator)
             rows += n_stale
             p_reveal = float((a[k + 1] - a[k]) / (1 - a[k]))
             reveal = masked & (uniform(z.shape, generator) < p_reveal)
+            assert logits is not None
             z[reveal] = gumbel_argmax(nucleus(logits[reveal], options.top_p), generator)
             stale = reveal.any(dim=1) & (z == self.mask_id).any(dim=1)
         return Samples(z, nfe=rows / batch)
