@@ -13,7 +13,7 @@ kept below as `complex_rotary` for this comparison), the two models taking turns
 Model FLOPs count the `attention` convention of scaling.flops (every matmul of the real model:
 weights, attention products, conditioning), times 3 for training. The CPU target is a ratio of
 at least 0.6 to the fp32 matmul peak at d 256, 6 layers, T 128. On CUDA the table also gives MFU
-against the card's dense bf16 datasheet peak (trainer.accelerator.PEAK_BF16).
+against the card's dense bf16 datasheet peak (scaling.hardware).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from torch import Tensor
 import trainer.model
 from scaling.arms import ARMS
 from scaling.flops import ModelShape, train_flops_per_seq
-from trainer.accelerator import PEAK_BF16
+from scaling.hardware import peak_bf16
 from trainer.arms import get_arm
 from trainer.loop import param_groups
 from trainer.model import DiT, apply_rotary, rotary_tables
@@ -177,7 +177,7 @@ def main() -> None:
     bf16 = device.type == "cuda" or args.bf16
     if device.type == "cuda":
         n, dtype, name = 8192, torch.bfloat16, torch.cuda.get_device_name(device)
-        datasheet = next((v for k, v in PEAK_BF16.items() if k in name), None)
+        datasheet = peak_bf16(name)
         where = f"{name}, bf16 autocast; matmul peak: {n}^3 bf16"
     else:
         n, dtype, datasheet = 1024, torch.float32, None

@@ -6,7 +6,7 @@ can stand in for a GPU and drive every branch on a CPU machine:
   (unless SCALING_DEVICE=cpu), else the CPU; `resolve_device(name)` for commands that take --device.
 - `autocast_for(precision, device)`: bf16 autocast on CUDA for precision `auto`, fp32 on the CPU.
 - `peak_flops(device)`: dense peak FLOP/s of one device for MFU: SCALING_PEAK_FLOPS if set; on
-  CUDA the card's datasheet bf16 peak (PEAK_BF16, by name); on the CPU a measured fp32 matmul.
+  CUDA the card's datasheet bf16 peak (scaling.hardware, by name); on the CPU a measured fp32 matmul.
 - `compiles(setting, device)`: torch.compile of the model, `auto` = on CUDA only (on the CPU the
   first compile costs ~30 s, more than a tiny run gains).
 - `device_name`, `synchronize`, `memory_stats`, `cuda_rng_state` / `set_cuda_rng_state`.
@@ -25,21 +25,8 @@ from contextlib import AbstractContextManager, nullcontext
 import torch
 
 from scaling.errors import UserError
+from scaling.hardware import peak_bf16
 from scaling.spec import COMPILE, PRECISIONS
-
-# Dense bf16 peak FLOP/s per device by name (datasheet figures without sparsity); the first name
-# that occurs in torch.cuda.get_device_name wins, so the more specific names come first.
-PEAK_BF16 = {
-    "H100 PCIe": 756e12,
-    "H100": 989e12,
-    "H200": 989e12,
-    "GH200": 989e12,
-    "A100": 312e12,
-    "L40S": 362e12,
-    "A10G": 70e12,
-    "L4": 121e12,
-    "V100": 125e12,
-}
 
 
 def cuda_available() -> bool:
@@ -111,8 +98,7 @@ def peak_flops(device: torch.device) -> float | None:
     if os.environ.get("SCALING_PEAK_FLOPS"):
         return float(os.environ["SCALING_PEAK_FLOPS"])
     if device.type == "cuda":
-        name = device_name(device)
-        return next((v for k, v in PEAK_BF16.items() if k in name), None)
+        return peak_bf16(device_name(device))
     return measure_matmul_flops(threads=torch.get_num_threads())  # cached per thread count
 
 
