@@ -1,4 +1,5 @@
-"""Run folders -> runs.parquet (one row per run) and curves.parquet (one row per run and evaluation).
+"""Run folders -> runs.parquet (one row per run) and curves.parquet (one row per run and logged
+point: training rows from metrics.jsonl, validation rows from evals.jsonl, told apart by `kind`).
 
 The schema lives here as data (RUNS_COLUMNS, CURVES_COLUMNS) and is documented column by column in
 docs/results-schema.md; a test keeps the two in step. A run folder that is incomplete or malformed
@@ -32,8 +33,11 @@ from scaling.host import cpu_count
 from scaling.spec import RunSpec
 from scaling.store import SPEC_FILE, STATES, STATUS_FILE, MalformedFile, RunResult, load_json, load_result
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 1  # runs.parquet
+# curves.parquet: 2 since its rows include training points (`kind`); version 1 held validation rows only
+CURVES_SCHEMA_VERSION = 2
 SCHEMA_METADATA_KEY = b"scaling.schema_version"
+CURVE_KINDS = ("train", "val")
 
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _TIMESTAMP = pa.timestamp("us", tz="UTC")
@@ -88,12 +92,23 @@ CURVES_COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
     ("arm", pa.string()),
     ("budget_flops", pa.float64()),
     ("params_non_embedding", pa.int64()),
+    ("kind", pa.string()),
     ("step", pa.int64()),
     ("tokens", pa.int64()),
     *((c, pa.float64()) for c in FLOPS_COLUMNS),
     ("val_loss", pa.float64()),
     ("val_loss_stderr", pa.float64()),
+    ("train_loss", pa.float64()),
+    ("lr", pa.float64()),
+    ("grad_norm", pa.float64()),
+    ("tokens_per_s", pa.float64()),
+    ("wall_s", pa.float64()),
 )
+# the values a row of each kind carries beside step, tokens and FLOPs (the others are null)
+CURVE_VALUES = {
+    "train": ("train_loss", "lr", "grad_norm", "tokens_per_s", "wall_s"),
+    "val": ("val_loss", "val_loss_stderr"),
+}
 
 # Beside the run states of scaling/store.py, the collector assigns `incomplete` (status.json says
 # ended, result.json is missing) and `malformed` (unreadable spec or result).
@@ -113,8 +128,8 @@ class Collection:
         return dict(sorted(counts.items()))
 
 
-def _schema(columns, extra: dict[bytes, bytes] | None = None) -> pa.Schema:
-    meta = {SCHEMA_METADATA_KEY: str(SCHEMA_VERSION).encode(), **(extra or {})}
+def _schema(columns, extra: dict[bytes, bytes] | None = None, version: int = SCHEMA_VERSION) -> pa.Schema:
+    meta = {SCHEMA_METADATA_KEY: str(version).encode(), **(extra or {})}
     return pa.schema([pa.field(n, t) for n, t in columns], metadata=meta)
 
 
@@ -122,21 +137,24 @@ class _Bad(Exception):
     """A folder problem: the message becomes the row's `problem` and a warning."""
 
 
-def _read_evals(path: Path) -> list[dict]:
-    """evals.jsonl; a torn last line (kill mid-append) is skipped, as scaling.atomic.read_jsonl does."""
+def _read_log(path: Path) -> list[dict]:
+    """The rows of metrics.jsonl or evals.jsonl that have an integer step; a torn last line (kill
+    mid-append) or garbage is skipped, as scaling.atomic.read_jsonl does. A training log holds a
+    few hundred lines: parsed as one JSON array (one call), line by line only when that fails."""
     try:
-        text = path.read_bytes()
+        lines = path.read_bytes().splitlines()
     except FileNotFoundError:
         return []
-    rows = []
-    for line in text.splitlines():
-        try:
-            obj = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(obj, dict) and isinstance(obj.get("step"), int):
-            rows.append(obj)
-    return rows
+    try:
+        parsed = json.loads(b"[" + b",".join(line for line in lines if line.strip()) + b"]")
+    except (ValueError, UnicodeDecodeError):
+        parsed = []
+        for line in lines:
+            try:
+                parsed.append(json.loads(line))
+            except (ValueError, UnicodeDecodeError):
+                continue
+    return [r for r in parsed if isinstance(r, dict) and _int(r.get("step")) is not None]
 
 
 @lru_cache(maxsize=4096)
@@ -252,13 +270,14 @@ def _collect_one(folder: Path, sweep: str, cols: _Columns) -> str | None:
         row["requeues"] = _int(status.get("requeues"))
     if result is not None:
         _result_columns(result, row)
-    evals = _read_evals(folder / "evals.jsonl")
-    if row.get("steps_done") is None and evals:
-        row["steps_done"] = evals[-1]["step"]
+    logs = {"train": _read_log(folder / "metrics.jsonl"), "val": _read_log(folder / "evals.jsonl")}
+    if row.get("steps_done") is None and logs["val"]:
+        row["steps_done"] = logs["val"][-1]["step"]
     row["problem"] = "; ".join(problems) or None
     cols.add_run(row)
     if spec is not None and "arm" in row:
-        _curve_rows(spec, row, evals, cols)
+        for kind in CURVE_KINDS:
+            _curve_rows(spec, row, kind, logs[kind], cols)
     return None if not problems else f"{folder.name}: {row['status']}: {row['problem']}"
 
 
@@ -302,9 +321,9 @@ def _result_columns(result: RunResult, row: dict) -> None:
     )
 
 
-def _curve_rows(spec: RunSpec, run_row: dict, evals: list[dict], cols: _Columns) -> None:
-    """One row per evaluated step; a step evaluated twice (a resumed run) keeps its last line."""
-    by_step = {e["step"]: e for e in evals}
+def _curve_rows(spec: RunSpec, run_row: dict, kind: str, logged: list[dict], cols: _Columns) -> None:
+    """One row per logged step of one kind; a step logged twice (a resumed run) keeps its last line."""
+    by_step = {e["step"]: e for e in logged}
     _, _, per_seq = _shape_facts(spec.model, spec.arm)
     tokens_per_step = spec.global_batch * spec.model.seq_len
     for step in sorted(by_step):
@@ -312,19 +331,20 @@ def _curve_rows(spec: RunSpec, run_row: dict, evals: list[dict], cols: _Columns)
         logged_flops = e.get("flops")
         flops = logged_flops if isinstance(logged_flops, dict) else {}
         row = {
-            "schema_version": SCHEMA_VERSION,
+            "schema_version": CURVES_SCHEMA_VERSION,
             "run_key": run_row["run_key"],
             "arm": spec.arm,
             "budget_flops": run_row["budget_flops"],
             "params_non_embedding": run_row["params_non_embedding"],
+            "kind": kind,
             "step": step,
             "tokens": _int(e.get("tokens")) or step * tokens_per_step,
-            "val_loss": _float(e.get("val_loss")),
-            "val_loss_stderr": _float(e.get("val_loss_stderr")),
         }
+        for name in CURVE_VALUES[kind]:
+            row[name] = _float(e.get(name))
         for conv, col, f in zip(CONVENTIONS, FLOPS_COLUMNS, per_seq):
-            logged = _float(flops.get(conv))
-            row[col] = logged if logged is not None else f * spec.global_batch * step
+            logged_value = _float(flops.get(conv))
+            row[col] = logged_value if logged_value is not None else f * spec.global_batch * step
         cols.add_curve(row)
 
 
@@ -372,9 +392,36 @@ def collect(
     meta = {b"scaling.sweep": sweep.encode()}
     return Collection(
         runs=pa.Table.from_pydict(runs_cols, schema=_schema(RUNS_COLUMNS, meta)),
-        curves=pa.Table.from_pydict(curves_cols, schema=_schema(CURVES_COLUMNS, meta)),
+        curves=pa.Table.from_pydict(
+            curves_cols, schema=_schema(CURVES_COLUMNS, meta, version=CURVES_SCHEMA_VERSION)
+        ),
         warnings=[w for p in parts for w in p[2]],
     )
+
+
+def run_curves(folder: Path) -> pa.Table:
+    """The curves.parquet rows of one run folder, read straight from it (a run still training too)."""
+    cols = _Columns()
+    _collect_one(folder, "", cols)
+    return pa.Table.from_pydict(cols.curves, schema=_schema(CURVES_COLUMNS, version=CURVES_SCHEMA_VERSION))
+
+
+def read_curves(path: Path) -> pa.Table:
+    """A curves.parquet written by `scaling collect`, checked for its schema version."""
+    try:
+        table = pq.read_table(path)
+    except FileNotFoundError:
+        raise UserError(f"{path} does not exist: run `scaling collect` first") from None
+    except (pa.ArrowInvalid, OSError) as e:
+        raise UserError(f"{path} is not a readable Parquet file ({e}): rerun `scaling collect`") from None
+    version = (table.schema.metadata or {}).get(SCHEMA_METADATA_KEY)
+    if version != str(CURVES_SCHEMA_VERSION).encode() or "kind" not in table.column_names:
+        found = version.decode() if version else "none"
+        raise UserError(
+            f"{path} has curves schema version {found}, not {CURVES_SCHEMA_VERSION} (training points): "
+            "rerun `scaling collect`"
+        )
+    return table
 
 
 def parquet_bytes(table: pa.Table) -> bytes:

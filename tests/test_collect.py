@@ -13,14 +13,19 @@ import pytest
 from analysis.synthetic import run_specs, write_run_folder
 from scaling.cli import main
 from scaling.collect import (
+    CURVE_VALUES,
     CURVES_COLUMNS,
+    CURVES_SCHEMA_VERSION,
     FLOPS_COLUMNS,
     RUNS_COLUMNS,
     SCHEMA_METADATA_KEY,
     SCHEMA_VERSION,
     collect,
+    read_curves,
+    run_curves,
     write_collection,
 )
+from scaling.errors import UserError
 from scaling.flops import CONVENTIONS, params_non_embedding, params_total, train_flops_per_seq
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -104,7 +109,7 @@ def test_curves(sweep):
     col = collect(runs, "demo")
     c = col.curves.to_pydict()
     s = facts["specs"][0]
-    rows = [i for i, k in enumerate(c["run_key"]) if k == s.run_key]
+    rows = [i for i, k in enumerate(c["run_key"]) if k == s.run_key and c["kind"][i] == "val"]
     assert len(rows) == 3 and [c["step"][i] for i in rows] == sorted(c["step"][i] for i in rows)
     last = rows[-1]
     assert c["step"][last] == s.steps and c["val_loss"][last] == facts["losses"][s.run_key]
@@ -112,8 +117,62 @@ def test_curves(sweep):
         c["flops_attention"][last]
         == train_flops_per_seq(s.model, "attention", s.arm) * s.global_batch * s.steps
     )
-    keys = list(zip(c["run_key"], c["step"]))
+    keys = list(zip(c["run_key"], c["kind"], c["step"]))
     assert len(keys) == len(set(keys))
+
+
+def test_training_and_validation_points_of_a_trained_run(tmp_path, byte_shards):
+    """A real run folder: every metrics.jsonl row becomes a `train` row and every evals.jsonl row a
+    `val` row, with the trainer's own values; a run still training is read the same way."""
+    from conftest import tiny_spec
+
+    from trainer.loop import train
+
+    spec = tiny_spec(byte_shards, arm="ar", steps=6)
+    run = tmp_path / "runs" / spec.run_key
+    train(spec, run, log=lambda m: None)
+    table = collect(tmp_path / "runs", "t").curves
+    assert table.equals(run_curves(run))
+    c = table.to_pylist()
+    for kind, log in (("train", "metrics.jsonl"), ("val", "evals.jsonl")):
+        logged = [json.loads(line) for line in (run / log).read_text().splitlines()]
+        got = [r for r in c if r["kind"] == kind]
+        assert [r["step"] for r in got] == [r["step"] for r in logged] and len(got) >= 2
+        for row, line in zip(got, logged):
+            assert row["tokens"] == line["tokens"]
+            assert [row[col] for col in FLOPS_COLUMNS] == [line["flops"][conv] for conv in CONVENTIONS]
+            for name in CURVE_VALUES[kind]:
+                assert row[name] == line[name], name
+            other = [n for k, names in CURVE_VALUES.items() if k != kind for n in names]
+            assert all(row[n] is None for n in other)
+    assert {r["kind"] for r in c} == {"train", "val"}
+    assert all(r["schema_version"] == CURVES_SCHEMA_VERSION for r in c)
+
+
+def test_resumed_run_keeps_last_training_row_of_a_step(tmp_path):
+    spec = run_specs(arms=("ar",), budgets=(1e12,), widths=(16,))[0]
+    write_run_folder(tmp_path, spec, "running")
+    rows = [{"step": s, "tokens": s * 8, "train_loss": 5.0 - s, "lr": 1e-3} for s in (1, 2, 3)]
+    lines = [json.dumps(r) for r in rows] + [json.dumps(rows[1] | {"train_loss": 9.0}), '{"step": 4, "tra']
+    (tmp_path / spec.run_key / "metrics.jsonl").write_text("\n".join(lines))
+    c = [r for r in collect(tmp_path, "x").curves.to_pylist() if r["kind"] == "train"]
+    assert [(r["step"], r["train_loss"]) for r in c] == [(1, 4.0), (2, 9.0), (3, 2.0)]
+    assert c[0]["grad_norm"] is None and c[0]["val_loss"] is None
+
+
+def test_read_curves_refuses_a_table_of_the_first_schema(sweep, tmp_path):
+    runs, _ = sweep
+    _, curves_path = write_collection(collect(runs, "demo"), tmp_path / "out")
+    assert read_curves(curves_path).num_rows > 0
+    old = pq.read_table(curves_path).drop_columns(["kind"])
+    pq.write_table(old.replace_schema_metadata({SCHEMA_METADATA_KEY: b"1"}), tmp_path / "old.parquet")
+    for path, message in (
+        (tmp_path / "old.parquet", "version 1"),
+        (tmp_path / "none.parquet", "does not exist"),
+    ):
+        with pytest.raises(UserError, match=message) as e:
+            read_curves(path)
+        assert "scaling collect" in str(e.value) and "\n" not in str(e.value)
 
 
 def test_resumed_run_keeps_last_evaluation_of_a_step(tmp_path):
@@ -123,6 +182,7 @@ def test_resumed_run_keeps_last_evaluation_of_a_step(tmp_path):
     first = json.loads(path.read_text().splitlines()[0])
     path.write_text(path.read_text() + json.dumps(first | {"val_loss": 9.0}) + "\n" + '{"step": 1, "val')
     c = collect(tmp_path, "x").curves.to_pydict()
+    assert c["kind"] == ["val"] * len(c["step"])  # no metrics.jsonl: validation rows only
     assert c["step"].count(first["step"]) == 1
     assert c["val_loss"][c["step"].index(first["step"])] == 9.0
 
@@ -130,10 +190,13 @@ def test_resumed_run_keeps_last_evaluation_of_a_step(tmp_path):
 def test_schema_types_metadata_and_docs(sweep, tmp_path):
     runs, _ = sweep
     runs_path, curves_path = write_collection(collect(runs, "demo"), tmp_path / "out")
-    for path, columns in ((runs_path, RUNS_COLUMNS), (curves_path, CURVES_COLUMNS)):
+    for path, columns, version in (
+        (runs_path, RUNS_COLUMNS, SCHEMA_VERSION),
+        (curves_path, CURVES_COLUMNS, CURVES_SCHEMA_VERSION),
+    ):
         schema = pq.read_schema(path)
         assert [(f.name, f.type) for f in schema] == list(columns)
-        assert schema.metadata[SCHEMA_METADATA_KEY] == str(SCHEMA_VERSION).encode()
+        assert schema.metadata[SCHEMA_METADATA_KEY] == str(version).encode()
     doc = (ROOT / "docs" / "results-schema.md").read_text()
     documented = set(re.findall(r"^\| `([^`]+)` \|", doc, flags=re.M))
     for name, _ in RUNS_COLUMNS + CURVES_COLUMNS:
@@ -160,7 +223,7 @@ def test_readable_without_this_package(sweep, tmp_path):
     ).fetchone()
     assert got[0] == loss and got[1] is not None
     n = con.execute(
-        f"select count(*) from read_parquet('{curves_path}') where run_key = ?", [key]
+        f"select count(*) from read_parquet('{curves_path}') where run_key = ? and kind = 'val'", [key]
     ).fetchone()[0]
     assert n == 3
 

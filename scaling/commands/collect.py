@@ -35,5 +35,6 @@ def run(args: argparse.Namespace) -> int:
     runs_path, curves_path = write_collection(collection, out)
     counts = ", ".join(f"{n} {s}" for s, n in collection.status_counts().items())
     print(f"{collection.runs.num_rows} runs ({counts}) -> {runs_path}")
-    print(f"{collection.curves.num_rows} evaluations -> {curves_path}")
+    kinds = collection.curves.column("kind").to_pylist()
+    print(f"{kinds.count('train')} training and {kinds.count('val')} validation points -> {curves_path}")
     return 0
