@@ -1,28 +1,58 @@
-"""Atomic file writes: a temp file in the target's folder, fsync, then os.replace."""
+"""Atomic file writes: a temp file in the target's folder, fsync, then os.replace.
+
+A writer killed mid-write (SIGKILL, a node lost) leaves its temp file behind: the next write into
+the same folder removes temp files nobody has written to for STALE_TEMP_S (a live writer's file
+keeps a fresh modification time).
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
+
+STALE_TEMP_S = 900
 
 
-def write_bytes(path: str | Path, data: bytes) -> None:
+@contextmanager
+def replacing(path: str | Path) -> Iterator[IO[bytes]]:
+    """A binary file whose content replaces `path` when the block ends without an error (and is
+    removed if it raises): the target is never seen half-written."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path.parent)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; results are shared on clusters
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_bytes(path: str | Path, data: bytes) -> None:
+    with replacing(path) as f:
+        f.write(data)
+
+
+def remove_stale_temporaries(folder: Path, max_age_s: float = STALE_TEMP_S) -> None:
+    """Deletes the temp files of interrupted writes (`.<name>.<random>.tmp`) left in `folder`."""
+    cutoff = time.time() - max_age_s
+    for tmp in folder.glob(".*.tmp"):
+        try:
+            if tmp.stat().st_mtime < cutoff:
+                tmp.unlink()
+        except FileNotFoundError:  # another writer cleaned it or finished it
+            pass
 
 
 def _umask() -> int:
@@ -47,16 +77,20 @@ def append_jsonl(path: str | Path, obj: Any) -> None:
 
 
 def read_jsonl(path: str | Path) -> list[dict]:
+    """The JSON objects of a log, one per line; lines that are not one (a torn last line, garbage
+    from a damaged disk) are skipped."""
     rows: list[dict] = []
     try:
-        lines = Path(path).read_text().splitlines()
+        lines = Path(path).read_bytes().splitlines()
     except FileNotFoundError:
         return rows
     for line in lines:
         try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
+            row = json.loads(line)
+        except (json.JSONDecodeError, UnicodeDecodeError):
             continue
+        if isinstance(row, dict):
+            rows.append(row)
     return rows
 
 

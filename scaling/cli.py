@@ -5,6 +5,7 @@ so `scaling --help` stays fast (no torch import)."""
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import os
 import sys
@@ -60,6 +61,20 @@ def _version() -> str:
     return __version__
 
 
+FREE_SPACE = {errno.ENOSPC, errno.EDQUOT}
+
+
+def os_error_line(e: OSError) -> str:
+    """One line for an operating-system error, with what to do about it."""
+    where = f"{e.filename}: " if e.filename else ""
+    what = e.strerror or str(e)
+    if e.errno in FREE_SPACE:
+        return f"{where}{what}: free space and run the same command again (finished work and checkpoints are kept)"
+    if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return f"{where}{what}: make the folder writable (or point SCALING_RESULTS/SCALING_DATA elsewhere) and run again"
+    return f"{where}{what} (SCALING_DEBUG=1 shows where)"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     command = next((a for a in argv if not a.startswith("-")), None)
@@ -80,6 +95,11 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"scaling {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # disk full, read-only or unreachable file system: the machine, not the input
+        if os.environ.get("SCALING_DEBUG"):
+            raise
+        print(f"scaling {args.command}: error: {os_error_line(e)}", file=sys.stderr)
+        return 1
     except BrokenPipeError:  # output piped into `head`
         sys.stdout = open(os.devnull, "w")
         return 0

@@ -10,7 +10,7 @@ import yaml
 
 from scaling.errors import UserError
 from scaling.flops import ModelShape, params_non_embedding
-from scaling.paths import sweeps_search_path
+from scaling.paths import check_name, sweeps_search_path
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,8 @@ def parse_shapes(items: list, where: str) -> list[ShapeSpec]:
             raise UserError(
                 f"{where}: shape #{i} needs name, d_model, n_layers, n_heads (got {item!r})"
             ) from None
+    for s in shapes:
+        check_name(s.name, f"{where}: model name")
     names = [s.name for s in shapes]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:

@@ -3,11 +3,36 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from scaling.errors import UserError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+# Names that become folder names, file names and lines of job scripts: sweep names, model names
+# of a ladder (and so run keys). No path separators, no "..", no whitespace or control characters.
+NAME_CHARS = "A-Za-z0-9._=+-"
+SAFE_NAME = re.compile(rf"[A-Za-z0-9][{NAME_CHARS}]{{0,127}}")
+UNSAFE_CHAR = re.compile(rf"[^{NAME_CHARS}]")
+
+
+def check_name(name: str, what: str) -> str:
+    """`name` if it is safe to use as a folder or file name, else a one-line UserError."""
+    if not isinstance(name, str) or not SAFE_NAME.fullmatch(name) or ".." in name:
+        raise UserError(
+            f"{what} {name!r} is not a safe name: use 1-128 letters, digits and . _ = + - "
+            "(starting with a letter or digit, no '..', no '/', no spaces)"
+        )
+    return name
+
+
+def under(root: Path, path: Path) -> Path:
+    """`path` resolved, refused unless it lies under `root` (resolved)."""
+    resolved, base = path.resolve(), root.resolve()
+    if resolved != base and base not in resolved.parents:
+        raise UserError(f"{path} lies outside {base}: refusing to write there")
+    return resolved
 
 
 def results_root() -> Path:
@@ -16,7 +41,8 @@ def results_root() -> Path:
 
 
 def sweep_dir(sweep: str) -> Path:
-    return results_root() / sweep
+    root = results_root()
+    return under(root, root / check_name(sweep, "sweep name"))
 
 
 def runs_dir(sweep: str) -> Path:
@@ -24,7 +50,7 @@ def runs_dir(sweep: str) -> Path:
 
 
 def run_dir(sweep: str, run_key: str) -> Path:
-    return runs_dir(sweep) / run_key
+    return runs_dir(sweep) / check_name(run_key, "run key")
 
 
 def sweeps_config_dir() -> Path:

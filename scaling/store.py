@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from scaling import atomic, records
 from scaling.errors import UserError
@@ -181,6 +182,71 @@ def load_result(run_dir: str | Path) -> RunResult | None:
         raise MalformedFile(str(e)) from None
 
 
+# --- the trainer's claim on its run folder -----------------------------------------------------
+
+OWNER_WAIT_S = 180  # a trainer waits this long for another to let go (it may be checkpointing)
+
+
+def owner_file(run_dir: Path) -> Path:
+    """`runs/.<run_key>.lock`: beside the folder, so that the folder holds the run's files only."""
+    return run_dir.parent / f".{run_dir.name}.lock"
+
+
+@contextmanager
+def hold_run(run_dir: str | Path, wait_s: float = OWNER_WAIT_S, say=print) -> Iterator[None]:
+    """The trainer's exclusive claim on a run folder, for as long as it trains: an flock, which the
+    kernel releases when the process ends however it ends. A second trainer waits up to `wait_s`
+    (the first may be checkpointing after a stop signal), then fails with a one-line error."""
+    path = owner_file(Path(run_dir))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as f:
+        deadline = time.monotonic() + wait_s
+        waiting = False
+        while True:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                owner = _owner_text(f)
+                if time.monotonic() > deadline:
+                    raise UserError(
+                        f"{run_dir} is being trained by {owner}: stop that trainer (or wait for it) first"
+                    ) from None
+                if not waiting:
+                    say(f"waiting up to {wait_s:.0f}s for {owner} to release {run_dir}")
+                    waiting = True
+                time.sleep(0.5)
+        f.seek(0)
+        f.truncate()
+        f.write(f"trainer pid {os.getpid()} on {socket.gethostname()}\n")
+        f.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def run_owner(run_dir: str | Path) -> str | None:
+    """Who trains the run now (a live process holding hold_run's lock), None when nobody does."""
+    path = owner_file(Path(run_dir))
+    try:
+        f = open(path)
+    except FileNotFoundError:
+        return None
+    with f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return _owner_text(f)
+        fcntl.flock(f, fcntl.LOCK_UN)
+    return None
+
+
+def _owner_text(f) -> str:
+    f.seek(0)
+    return f.read().strip() or "another trainer"
+
+
 def read_result(run_dir: str | Path) -> RunResult | None:
     """result.json if it is usable; a missing or damaged one reads as None (the run has not ended:
     `scaling train` finishes it again from its last checkpoint)."""
@@ -202,9 +268,11 @@ def last_jsonl(path: str | Path, tail_bytes: int = 8192) -> dict | None:
         return None
     for line in reversed(lines):
         try:
-            return json.loads(line)
+            row = json.loads(line)
         except (json.JSONDecodeError, UnicodeDecodeError):
             continue
+        if isinstance(row, dict):
+            return row
     return None
 
 
@@ -214,13 +282,9 @@ def last_jsonl(path: str | Path, tail_bytes: int = 8192) -> dict | None:
 def check_layout(sweep_dir: Path) -> None:
     """Refuses a results folder written by another layout version (before anything is written)."""
     try:
-        marker = json.loads((sweep_dir / MARKER_FILE).read_text())
-    except FileNotFoundError:
-        marker = None
-    except json.JSONDecodeError:
-        raise UserError(
-            f"{sweep_dir / MARKER_FILE} is not valid JSON: restore it or move the folder away"
-        ) from None
+        marker = load_json(sweep_dir / MARKER_FILE)
+    except MalformedFile as e:
+        raise UserError(f"{sweep_dir / MARKER_FILE}: {e}: restore it or move the folder away") from None
     if marker is not None and marker.get("store_version") != STORE_VERSION:
         raise UserError(
             f"{sweep_dir} was written by an incompatible version (store_version "
@@ -283,15 +347,17 @@ def run_progress(run_dir: Path, spec: RunSpec) -> Progress:
     row = last_jsonl(run_dir / "metrics.jsonl")
     if row is None:
         return Progress(0, spec.steps, None, 0.0)
-    return Progress(
-        int(row.get("step", 0)), spec.steps, row.get("train_loss"), _flops(row.get("flops"), spec)
-    )
+    step, loss = row.get("step"), _number(row.get("train_loss"))
+    return Progress(step if type(step) is int else 0, spec.steps, loss, _flops(row.get("flops"), spec))
 
 
-def _flops(flops, spec: RunSpec) -> float:
-    if isinstance(flops, dict):
-        return float(flops.get(spec.flops_convention, 0.0))
-    return 0.0
+def _number(x: Any) -> float | None:
+    """A number of a log line (damaged lines hold anything), else None."""
+    return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else None
+
+
+def _flops(flops: Any, spec: RunSpec) -> float:
+    return (_number(flops.get(spec.flops_convention)) if isinstance(flops, dict) else None) or 0.0
 
 
 def write_plan_manifest(sweep_dir: Path, run_keys: list[str]) -> None:
@@ -301,7 +367,13 @@ def write_plan_manifest(sweep_dir: Path, run_keys: list[str]) -> None:
 
 
 def read_plan_manifest(sweep_dir: Path) -> set[str] | None:
+    """The run keys of the latest plan; None when plan.json is missing or damaged (every folder
+    then counts, as before plan manifests existed)."""
     try:
-        return set(json.loads((sweep_dir / PLAN_FILE).read_text())["run_keys"])
-    except (FileNotFoundError, json.JSONDecodeError, KeyError, TypeError):
+        manifest = load_json(sweep_dir / PLAN_FILE)
+    except MalformedFile:
         return None
+    keys = None if manifest is None else manifest.get("run_keys")
+    if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+        return None
+    return set(keys)

@@ -36,13 +36,11 @@ class ChildExecutor(Executor):
     def resources(self, run: Run) -> dict:
         return {"process": "child of the sweep"}
 
-    def submit(self, sweep_dir: Path, runs: list[Run]) -> dict[str, str]:
-        ids = {}
+    def submit(self, sweep_dir: Path, runs: list[Run], record) -> None:
         for run in runs:
             proc = launch_trainer(run.run_dir, run.run_dir / "logs" / "train.log", self.name, thread_env(1))
-            ids[run.run_key] = self.job_id(str(proc.pid))
-            self.children[ids[run.run_key]] = proc
-        return ids
+            self.children[self.job_id(str(proc.pid))] = proc
+            record({run.run_key: self.job_id(str(proc.pid))})
 
     @classmethod
     def poll(cls, job_ids: list[str]) -> dict[str, JobInfo]:

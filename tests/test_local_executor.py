@@ -281,8 +281,9 @@ def test_a_failing_run_is_reported_with_its_error(env, byte_shards, capsys):
     for r in runs:
         store.ensure_run(r.run_dir, r.spec)
     executor = LocalExecutor(LocalConfig(threads_per_run=1))
-    for key, job in executor.submit(sweep_dir, runs).items():
-        store.mark_submitted(sweep_dir / "runs" / key, job)
+    executor.submit(
+        sweep_dir, runs, lambda ids: [store.mark_submitted(sweep_dir / "runs" / k, j) for k, j in ids.items()]
+    )
     deadline = time.monotonic() + 120
     while True:
         views, _ = reconcile([r.run_dir for r in runs])

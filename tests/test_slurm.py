@@ -133,7 +133,8 @@ def submit(executor: SlurmExecutor, sweep_dir: Path, specs_and_dirs, submitted: 
     for spec, run_dir in specs_and_dirs:
         store.ensure_run(run_dir, spec)
         runs.append(Run(run_dir, spec, 10**6))
-    ids = executor.submit(sweep_dir, runs)
+    ids: dict[str, str] = {}
+    executor.submit(sweep_dir, runs, ids.update)
     submitted.extend(ids.values())
     for run in runs:
         store.mark_submitted(run.run_dir, ids[run.run_key])

@@ -25,7 +25,7 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     sweep_dir = paths.sweep_dir(args.sweep)
-    views, warnings = sweep_views(sweep_dir)
+    views, warnings = sweep_views(sweep_dir, write=False)  # a report: writes nothing
     for w in warnings:
         print(f"warning: {w}")
     planned = store.read_plan_manifest(sweep_dir)

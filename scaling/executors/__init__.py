@@ -136,6 +136,10 @@ def reconcile(run_dirs: list[Path], write: bool = True) -> tuple[list[RunView], 
         info = infos.get(status.job_id) if state in store.ACTIVE and status.job_id else None
         if info is not None:
             status, state = _apply(d, status, state, info, write)
+        if state not in store.ENDED and state != "running":
+            owner = store.run_owner(d)  # a live trainer whose job is gone (its runner was killed)
+            if owner is not None:
+                status, state = replace(status, reason=f"still trained by {owner}"), "running"
         views.append(RunView(d, specs[d], state, status, store.run_progress(d, specs[d])))
     return views, warnings
 
@@ -171,7 +175,8 @@ def sweep_run_dirs(sweep_dir: Path) -> list[Path]:
     return sorted(p for p in runs.iterdir() if (p / store.SPEC_FILE).exists())
 
 
-def sweep_views(sweep_dir: Path) -> tuple[list[RunView], list[str]]:
-    """Every run folder of a sweep, reconciled with its queue, and the queues' warnings."""
+def sweep_views(sweep_dir: Path, write: bool = True) -> tuple[list[RunView], list[str]]:
+    """Every run folder of a sweep, reconciled with its queue, and the queues' warnings; `write`
+    records what the queue reveals in status.json (a report, `scaling status`, writes nothing)."""
     store.check_layout(sweep_dir)
-    return reconcile(sweep_run_dirs(sweep_dir))
+    return reconcile(sweep_run_dirs(sweep_dir), write=write)

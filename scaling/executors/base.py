@@ -2,7 +2,7 @@
 submission, polling and cancelling, and says whether its jobs outlive the sweep process.
 
     executor = LocalExecutor.from_cluster({"max_parallel": 2})   # or executors.executor_for(cfg.cluster)
-    job_ids = executor.submit(sweep_dir, runs)       # run_key -> "<backend>:<native id>"
+    executor.submit(sweep_dir, runs, record)         # record({run_key: "<backend>:<native id>"})
     infos = LocalExecutor.poll(job_ids)              # job id -> JobInfo, one call for all
     LocalExecutor.cancel(job_ids)
 
@@ -13,12 +13,16 @@ answer with the run folder (docs/run-folder.md). Every backend starts the traine
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -52,6 +56,9 @@ class JobInfo:
     restarts: int = 0
     reason: str | None = None  # for ended jobs: the queue's own words (state, exit code, reason)
     cancelled: bool = False
+
+
+Record = Callable[[dict[str, str]], None]
 
 
 class QueueUnavailable(RuntimeError):
@@ -107,8 +114,10 @@ class Executor(ABC):
         """What the run would get, for --dry-run (UserError when nothing fits it)."""
 
     @abstractmethod
-    def submit(self, sweep_dir: Path, runs: list[Run]) -> dict[str, str]:
-        """Starts the runs; returns run_key -> job id. Writes nothing into the run folders."""
+    def submit(self, sweep_dir: Path, runs: list[Run], record: Record) -> None:
+        """Starts the runs, handing `record` run_key -> job id for every batch the queue accepted
+        as soon as it did (so a refusal of a later batch loses no accepted job). Writes nothing into
+        the run folders itself."""
 
     @classmethod
     @abstractmethod
@@ -141,14 +150,31 @@ def train_command(run_dir: Path) -> list[str]:
 
 def launch_trainer(run_dir: Path, log_path: Path, header: str, env: dict[str, str]) -> subprocess.Popen:
     """`scaling train` for the run folder as a child process, its output appended to `log_path`
-    after a `=== <time> <header>` line."""
+    after a `=== <time> <header>` line. The child is tied to this process (on Linux): if this
+    process dies, even by SIGKILL, the trainer gets SIGTERM, checkpoints and exits."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    tie = functools.partial(_die_with_parent, os.getpid()) if sys.platform.startswith("linux") else None
     with open(log_path, "ab") as log:
         log.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} {header}\n".encode())
         log.flush()
         return subprocess.Popen(
-            train_command(run_dir), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env
+            train_command(run_dir),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            preexec_fn=tie,
         )
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent: int) -> None:
+    """In the child before exec: SIGTERM when the parent dies; exit now if it already has."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:
+        os._exit(1)
 
 
 def thread_env(threads: int | str) -> dict[str, str]:

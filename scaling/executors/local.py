@@ -25,6 +25,7 @@ from scaling import atomic, store
 from scaling.executors.base import (
     Executor,
     JobInfo,
+    Record,
     Run,
     exit_reason,
     launch_trainer,
@@ -102,9 +103,9 @@ class LocalExecutor(Executor):
             "gpu": "1 of " + str(len(s.gpus)) if s.gpus else 0,
         }
 
-    def submit(self, sweep_dir: Path, runs: list[Run]) -> dict[str, str]:
+    def submit(self, sweep_dir: Path, runs: list[Run], record: Record) -> None:
         if not runs:
-            return {}
+            return
         s = self.slots
         stamp = time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}"
         queue = sweep_dir / "local" / f"{stamp}.json"
@@ -128,7 +129,7 @@ class LocalExecutor(Executor):
         _children[proc.pid] = proc
         self._started.append(proc)
         job_id = runner_job_id(proc.pid)
-        return {r.run_key: job_id for r in runs}
+        record({r.run_key: job_id for r in runs})
 
     def settle(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -143,7 +144,11 @@ class LocalExecutor(Executor):
         host = socket.gethostname()
         infos = {}
         for job_id in set(job_ids):
-            job_host, pid = _parse(job_id)
+            parsed = _parse(job_id)
+            if parsed is None:
+                infos[job_id] = JobInfo("unknown", reason=f"malformed local job id {job_id!r}")
+                continue
+            job_host, pid = parsed
             if job_host != host:
                 infos[job_id] = JobInfo("unknown", reason=f"started on {job_host}; check it there")
             elif _alive(pid):
@@ -156,7 +161,8 @@ class LocalExecutor(Executor):
     def cancel(cls, job_ids: list[str]) -> None:
         """SIGTERM each runner of this host; waits (bounded) until they have stopped their trainers."""
         host = socket.gethostname()
-        pids = {pid for h, pid in map(_parse, set(job_ids)) if h == host and _alive(pid)}
+        parsed = [p for p in map(_parse, set(job_ids)) if p is not None]
+        pids = {pid for h, pid in parsed if h == host and _alive(pid)}
         for pid in pids:
             os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + STOP_GRACE_S + 30
@@ -168,9 +174,10 @@ def runner_job_id(pid: int) -> str:
     return LocalExecutor.job_id(f"{socket.gethostname()}:{pid}")
 
 
-def _parse(job_id: str) -> tuple[str, int]:
-    host, pid = LocalExecutor.native_id(job_id).rsplit(":", 1)
-    return host, int(pid)
+def _parse(job_id: str) -> tuple[str, int] | None:
+    """(host, runner pid) of a local job id; None for a malformed one (a hand-edited status.json)."""
+    host, _, pid = LocalExecutor.native_id(job_id).rpartition(":")
+    return (host, int(pid)) if host and pid.isdigit() else None
 
 
 def _alive(pid: int) -> bool:

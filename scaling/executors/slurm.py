@@ -33,6 +33,7 @@ from scaling.executors.base import (
     Executor,
     JobInfo,
     QueueUnavailable,
+    Record,
     Run,
     exit_reason,
     launch_trainer,
@@ -109,12 +110,11 @@ class SlurmExecutor(Executor):
             "timeout_min": r.timeout_min,
         }
 
-    def submit(self, sweep_dir: Path, runs: list[Run]) -> dict[str, str]:
+    def submit(self, sweep_dir: Path, runs: list[Run], record: Record) -> None:
         groups: dict[Resources, list[Run]] = {}
         for run in runs:
             groups.setdefault(self.config.resources_for(run), []).append(run)
         stamp = time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}"
-        job_ids: dict[str, str] = {}
         for i, (resources, group) in enumerate(groups.items()):
             folder = sweep_dir / "submitit" / f"{stamp}-{i}"
             executor = submitit.AutoExecutor(
@@ -128,8 +128,7 @@ class SlurmExecutor(Executor):
                     )
             except UncompletedJobError as e:  # sbatch refused: its own words, on one line
                 raise UserError(f"sbatch refused the job array: {_sbatch_error(str(e))}") from None
-            job_ids.update({run.run_key: self.job_id(job.job_id) for run, job in zip(group, jobs)})
-        return job_ids
+            record({run.run_key: self.job_id(job.job_id) for run, job in zip(group, jobs)})
 
     def parameters(self, r: Resources, name: str) -> dict[str, Any]:
         c = self.config

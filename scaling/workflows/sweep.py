@@ -17,10 +17,11 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from scaling import paths, store
+from scaling import locks, paths, store
 from scaling.config import SweepConfig
 from scaling.executors import Executor, Run, RunView, cancel_jobs, executor_for, reconcile, sweep_views
 from scaling.plan import Plan, plan_sweep, summary_lines
@@ -30,6 +31,8 @@ from trainer.data import prepare_data, read_sidecar
 
 STATUS_COLUMNS = ["arm", "model", "budget", "state", "job_id", "requeues", "step", "last_loss", "reason"]
 SUMMARY_COLUMNS = ["arm", "model", "budget", "state", "requeues", "step", "last_loss", "reason"]
+LOCK_FILE = ".sweep.lock"
+LOCK_WAIT_S = 120  # a second `scaling sweep` waits this long for the first to record its jobs
 EXIT_CODES = {"dry-run": 0, "submitted": 0, "ended": 0, "unfinished": 1, "timeout": 1, "interrupted": 130}
 
 
@@ -68,39 +71,50 @@ def run_sweep(
     for line in summary_lines(plan):
         say(line)
     runs = [Run(paths.run_dir(cfg.name, d.run_key), d.spec, d.params_total) for d in plan.details]
-    existing = [r.run_dir for r in runs if (r.run_dir / store.SPEC_FILE).exists()]
-    views, warnings = reconcile(existing, write=not dry_run)
-    for w in warnings:
-        say(f"warning: {w}")
-    state = {v.run_dir: v.state for v in views}
-    todo = [r for r in runs if state.get(r.run_dir, "planned") not in store.ENDED | store.ACTIVE]
-    resources = {r.run_key: executor.resources(r) for r in todo}  # a run nothing fits fails here
-    ended = sum(state.get(r.run_dir) in store.ENDED for r in runs)
-    active = sum(state.get(r.run_dir) in store.ACTIVE for r in runs)
-    resuming = sum(store.has_checkpoint(r.run_dir) for r in todo)
-    resume_note = f", {resuming} of them resuming from a checkpoint" if resuming else ""
-    say(f"{ended} ended, {active} queued or running, {len(todo)} to submit ({executor.name}){resume_note}")
-    outcome = SweepOutcome(plan, "dry-run", resources=resources, views=views)
-    if dry_run:
-        if todo:
-            columns = ["run_key", "steps", *next(iter(resources.values()))]
-            say(
-                render(
-                    [{"run_key": r.run_key, "steps": r.spec.steps, **resources[r.run_key]} for r in todo],
-                    columns,
-                )
-            )
-        return outcome
+    # from reading the runs' states to recording their jobs, one sweep call at a time: a second
+    # call waits, then finds them queued (two calls would otherwise train every run twice)
+    lock = (
+        nullcontext() if dry_run else locks.exclusive(sweep_dir / LOCK_FILE, f"sweep {cfg.name}", LOCK_WAIT_S)
+    )
+    with lock:
+        existing = [r.run_dir for r in runs if (r.run_dir / store.SPEC_FILE).exists()]
+        views, warnings = reconcile(existing, write=not dry_run)
+        for w in warnings:
+            say(f"warning: {w}")
+        state = {v.run_dir: v.state for v in views}
+        todo = [r for r in runs if state.get(r.run_dir, "planned") not in store.ENDED | store.ACTIVE]
+        resources = {r.run_key: executor.resources(r) for r in todo}  # a run nothing fits fails here
+        ended = sum(state.get(r.run_dir) in store.ENDED for r in runs)
+        active = sum(state.get(r.run_dir) in store.ACTIVE for r in runs)
+        resuming = sum(store.has_checkpoint(r.run_dir) for r in todo)
+        resume_note = f", {resuming} of them resuming from a checkpoint" if resuming else ""
+        say(
+            f"{ended} ended, {active} queued or running, {len(todo)} to submit ({executor.name}){resume_note}"
+        )
+        outcome = SweepOutcome(plan, "dry-run", resources=resources, views=views)
+        if dry_run:
+            if todo:
+                columns = ["run_key", "steps", *next(iter(resources.values()))]
+                rows = [{"run_key": r.run_key, "steps": r.spec.steps, **resources[r.run_key]} for r in todo]
+                say(render(rows, columns))
+            return outcome
 
-    store.init_layout(sweep_dir)
-    store.write_plan_manifest(sweep_dir, [r.run_key for r in runs])
-    for r in runs:
-        store.ensure_run(r.run_dir, r.spec)
-        if not (r.run_dir / store.STATUS_FILE).exists():
-            store.write_status(r.run_dir, "planned")
-    outcome.submitted = executor.submit(sweep_dir, todo)
-    for r in todo:
-        store.mark_submitted(r.run_dir, outcome.submitted[r.run_key])
+        store.init_layout(sweep_dir)
+        store.write_plan_manifest(sweep_dir, [r.run_key for r in runs])
+        for r in runs:
+            store.ensure_run(r.run_dir, r.spec)
+            if not (r.run_dir / store.STATUS_FILE).exists():
+                store.write_status(r.run_dir, "planned")
+        folders = {r.run_key: r.run_dir for r in todo}
+
+        def record(job_ids: dict[str, str]) -> None:
+            """Each batch of jobs is recorded as soon as the queue accepted it (a later refusal
+            must not leave accepted jobs unrecorded, to be submitted again)."""
+            for key, job_id in job_ids.items():
+                store.mark_submitted(folders[key], job_id)
+            outcome.submitted.update(job_ids)
+
+        executor.submit(sweep_dir, todo, record)
     if todo:
         say(f"submitted {len(todo)} run(s): job(s) {_job_summary(sorted(set(outcome.submitted.values())))}")
     if not wait:
