@@ -32,6 +32,7 @@ from scaling.arms import arm_info
 from scaling.errors import UserError
 from scaling.paths import sweeps_search_path
 from scaling.spec import COMPILE, PRECISIONS
+from scaling.trackers import parse_trackers
 
 
 @dataclass
@@ -80,6 +81,8 @@ class TrainConfig:
     precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on the CPU), bf16, fp32
     compile: str = "auto"  # torch.compile of the model: auto (on CUDA only), on, off
     checkpoint_every: int = 0
+    # jsonl (always on), tensorboard, wandb or wandb:[ENTITY/]PROJECT: scaling/trackers.py
+    loggers: list[str] = field(default_factory=lambda: ["jsonl"])
 
 
 @dataclass
@@ -419,6 +422,7 @@ def check_sweep(cfg: SweepConfig) -> None:
     for name, allowed in (("precision", PRECISIONS), ("compile", COMPILE)):
         if getattr(t, name) not in allowed:
             raise UserError(f"train.{name} {getattr(t, name)!r}: choose from {', '.join(allowed)}")
+    parse_trackers(t.loggers)  # before any job is submitted: names, projects, installed packages
     for arm, lr in t.lr_by_arm.items():
         arm_info(arm)
         _positive(f"train.lr_by_arm.{arm}", lr)

@@ -200,6 +200,7 @@ def plan_run(
         precision=t.precision,
         compile=t.compile,
         checkpoint_every=t.checkpoint_every,
+        loggers=tuple(t.loggers),
         sweep=cfg.name,
     )
     n = params_non_embedding(shape)

@@ -70,6 +70,7 @@ class RunSpec:
     precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
     compile: str = "auto"  # torch.compile of the model: auto (on CUDA only), on, off
     checkpoint_every: int = 0  # 0: only on signals and at the end
+    loggers: tuple[str, ...] = ("jsonl",)  # where metrics go besides the run folder (scaling.trackers)
     sweep: str = ""
     version: int = SPEC_VERSION
 
@@ -80,6 +81,7 @@ class RunSpec:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["optim"]["betas"] = list(self.optim.betas)
+        d["loggers"] = list(self.loggers)
         d["run_key"] = self.run_key
         return d
 
@@ -102,7 +104,7 @@ class RunSpec:
         return spec
 
 
-_KEY_EXCLUDED = {"sweep", "checkpoint_every", "compile", "version"}
+_KEY_EXCLUDED = {"sweep", "checkpoint_every", "compile", "loggers", "version"}
 _DATA_KEY_EXCLUDED = {"shards"}
 
 

@@ -37,6 +37,7 @@ import json
 import math
 import os
 import signal
+import sys
 import threading
 import time
 from collections import deque
@@ -60,6 +61,7 @@ from trainer import distributed as dist
 from trainer.accelerator import autocast_for
 from trainer.arms import Arm, get_arm
 from trainer.loader import BatchLoader
+from trainer.loggers import open_loggers
 from trainer.model import DiT, attention_backend
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR2, signal.SIGINT)
@@ -422,6 +424,7 @@ class _Session:
 
     def run(self, signals: _Signals) -> store.RunResult:
         spec, run_dir, plan = self.spec, self.run_dir, self.plan
+        self.loggers = open_loggers(spec, run_dir, self.start, self.env.is_main)  # jsonl + trackers
         if self.env.is_main:  # from here on the run folder is written, by rank 0
             store.ensure_run(run_dir, spec)
             store.write_status(run_dir, "running")
@@ -433,6 +436,7 @@ class _Session:
             return self._loop(signals, loader)
         finally:
             loader.close()
+            self.loggers.close(sys.exc_info()[1])  # why the run stops early, if it does
 
     def _boundary(self, step: int) -> bool:
         """Steps after which the host reads the device's losses (one synchronisation): every
@@ -484,8 +488,7 @@ class _Session:
                     )
                     mfu = self._mfu(interval_steps, interval_time)
                     if self.env.is_main:
-                        atomic.append_jsonl(
-                            run_dir / "metrics.jsonl",
+                        self.loggers.train(
                             {
                                 **self.cumulative(at),
                                 "train_loss": train_loss,
@@ -563,8 +566,7 @@ class _Session:
         val, err = evaluate(self.model, self.arm, self.windows, self.spec, self.plan, self.env, self.device)
         self.stats.last_eval = {"step": step, "val_loss": val, "val_loss_stderr": err}
         if self.env.is_main:
-            atomic.append_jsonl(
-                self.run_dir / "evals.jsonl",
+            self.loggers.eval(
                 {
                     **self.cumulative(step),
                     "val_loss": _finite_or_none(val),
