@@ -13,6 +13,7 @@ is never rerun; deleting a run's result.json (or its folder) reruns only that ru
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from collections import Counter
@@ -27,6 +28,7 @@ from scaling.executors import Executor, Run, RunView, cancel_jobs, executor_for,
 from scaling.plan import Plan, plan_sweep, summary_lines
 from scaling.spec import budget_tag
 from scaling.tables import duration, render
+from scaling.workflows.live import sweep_eta
 from trainer.data import prepare_data, read_sidecar
 
 STATUS_COLUMNS = ["arm", "model", "budget", "state", "job_id", "requeues", "step", "last_loss", "reason"]
@@ -187,37 +189,54 @@ def _report(views: list[RunView], say: Callable[[str], None]) -> None:
 
 
 class ProgressLine:
-    """Runs done / total, FLOPs done / total, ETA: redrawn on a terminal, else printed on change."""
+    """Runs done / total, FLOPs done / total, ETA: redrawn on a terminal; elsewhere printed when a
+    run changes state and at least every HEARTBEAT_S while the sweep goes on.
 
-    def __init__(self, stream: TextIO | None = None):
+    The ETA comes from the running trainers' own rates (scaling.workflows.live: their logs, from
+    the first minute) until a run has ended during the watch; from then on from the FLOPs done per
+    second since the watch began, which also counts start-up, queueing and evaluation."""
+
+    HEARTBEAT_S = 60.0
+
+    def __init__(self, stream: TextIO | None = None, clock: Callable[[], float] = time.monotonic):
         self.stream = stream or sys.stdout  # looked up now: sys.stdout may have been replaced
         self.tty = self.stream.isatty()
-        self.start = time.monotonic()
+        self.clock = clock
+        self.start = clock()
         self.flops_at_start: float | None = None
+        self.ended_at_start = 0
         self.last_key: tuple | None = None
+        self.printed_at = -math.inf
 
-    def update(self, views: list[RunView]) -> None:
+    def text(self, views: list[RunView]) -> str:
         total = sum(v.spec.budget_flops for v in views)
         done_flops = sum(v.progress.flops_done for v in views)
         ended = sum(v.state in store.ENDED for v in views)
         if self.flops_at_start is None:
-            self.flops_at_start = done_flops
-        elapsed = time.monotonic() - self.start
-        rate = (done_flops - self.flops_at_start) / elapsed if elapsed > 0 else 0.0
-        eta = duration((total - done_flops) / rate) if rate > 0 else "?"
+            self.flops_at_start, self.ended_at_start = done_flops, ended
+        elapsed = self.clock() - self.start
+        observed = (done_flops - self.flops_at_start) / elapsed if elapsed > 0 else 0.0
+        if ended > self.ended_at_start and observed > 0:
+            eta: float | None = max(0.0, total - done_flops) / observed
+        else:
+            eta = sweep_eta(views)
         pct = 100 * done_flops / total if total else 100.0
-        line = (
+        return (
             f"{ended}/{len(views)} runs done | {done_flops:.3g}/{total:.3g} FLOPs ({pct:.0f}%) | "
-            f"ETA {eta} | {counts_line(views).split(': ', 1)[1]}"
+            f"ETA {'?' if eta is None else duration(eta)} | {counts_line(views).split(': ', 1)[1]}"
         )
+
+    def update(self, views: list[RunView]) -> None:
+        line = self.text(views)
         if self.tty:
             self.stream.write("\r\033[K" + line)
             self.stream.flush()
             return
         key = tuple(sorted((v.run_key, v.state) for v in views))
-        if key != self.last_key:
+        now = self.clock()
+        if key != self.last_key or now - self.printed_at >= self.HEARTBEAT_S:
             print(line, file=self.stream, flush=True)
-            self.last_key = key
+            self.last_key, self.printed_at = key, now
 
     def close(self) -> None:
         if self.tty:
