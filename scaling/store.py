@@ -25,7 +25,7 @@ from scaling import atomic, records
 from scaling.errors import UserError
 from scaling.spec import SPEC_VERSION, RunSpec, load_spec
 
-STORE_VERSION = 1
+STORE_VERSION = 2  # 2: run keys of spec version 2
 STATES = ("planned", "queued", "running", "requeued", "done", "failed", "diverged", "cancelled")
 ENDED = frozenset({"done", "diverged"})  # result.json exists
 TERMINAL = frozenset({"done", "diverged", "failed", "cancelled"})
@@ -306,10 +306,19 @@ def init_layout(sweep_dir: Path) -> None:
 
 
 def ensure_run(run_dir: Path, spec: RunSpec) -> None:
-    """Creates the run folder with its spec; an existing spec.yaml is left as it is (same key)."""
+    """Creates the run folder with its spec; an existing spec.yaml of the same run is brought up to
+    date (only settings outside the run key can differ: micro-batch, checkpoint cadence, ...), so a
+    run resumed on other hardware trains with the settings planned for it."""
     path = run_dir / SPEC_FILE
-    if not path.exists():
-        atomic.write_text(path, spec.to_yaml())
+    text = spec.to_yaml()
+    if path.exists():
+        try:
+            same_run = load_spec(path).run_key == spec.run_key
+        except UserError:  # damaged or another run's: left for the trainer and collect to report
+            return
+        if not same_run or path.read_text() == text:
+            return
+    atomic.write_text(path, text)
 
 
 def has_checkpoint(run_dir: Path) -> bool:

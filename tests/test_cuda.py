@@ -161,7 +161,6 @@ def traced_step(spec, arm_name: str) -> tuple[torch.Tensor, torch.Tensor]:
         model,
         optimizer,
         meta,
-        torch.Generator(),
     )
     batch = torch.empty(spec.global_batch, spec.model.seq_len, dtype=torch.long, device=meta)
     return step(0, 1e-3, batch)

@@ -30,6 +30,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from scaling.flops import MLP_RATIO, ModelShape, cond_dim, time_freq_dim
 
@@ -171,6 +172,7 @@ class DiT(nn.Module):
 
     def __init__(self, shape: ModelShape) -> None:
         super().__init__()
+        self.checkpoint_blocks = False  # activation checkpointing (spec.activation_checkpointing)
         self.shape = shape
         d = shape.d_model
         self.embed = nn.Embedding(shape.vocab, d)
@@ -242,7 +244,11 @@ class DiT(nn.Module):
         c = F.silu(self.time(sigma))
         x = self.embed(tokens)
         for i, block in enumerate(self.blocks):
-            x = block(x, c, rotation, mode, None if cache is None else functools.partial(cache.attend, i))
+            if self.checkpoint_blocks and torch.is_grad_enabled() and cache is None:
+                # keep only the block's input; its activations are recomputed in the backward
+                x = checkpoint(block, x, c, rotation, mode, use_reentrant=False)
+            else:
+                x = block(x, c, rotation, mode, None if cache is None else functools.partial(cache.attend, i))
         if cache is not None:
             cache.length += commit
         shift, scale = self.adaln_final(c)[:, None].chunk(2, dim=-1)

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from trainer.arms.base import Arm, forbid_mask
 from trainer.losses import token_cross_entropy
 from trainer.model import KVCache
+from trainer.noise import RandomSource
 from trainer.sampling import SampleOptions, Samples, gumbel_argmax, nucleus
 
 
@@ -36,13 +37,11 @@ class Autoregressive(Arm):
             x.shape[0], -1
         )
 
-    def training_loss(
-        self, model: nn.Module, x: Tensor, t: Tensor | None, generator: torch.Generator
-    ) -> Tensor:
+    def training_loss(self, model: nn.Module, x: Tensor, t: Tensor | None, generator: RandomSource) -> Tensor:
         return self.token_nll(model, x).mean()
 
     def validation_loss(
-        self, model: nn.Module, x: Tensor, t: Tensor | None, generator: torch.Generator
+        self, model: nn.Module, x: Tensor, t: Tensor | None, generator: RandomSource
     ) -> Tensor:
         return self.token_nll(model, x).mean(dim=1)
 

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from scaling.arms import ArmInfo
 from trainer.losses import CHUNK_TOKENS, backbone
+from trainer.noise import RandomSource
 from trainer.sampling import SampleOptions, Samples
 from trainer.schedule import stratified_t
 
@@ -71,14 +72,12 @@ class Arm(ABC):
         return stratified_t(n_global, u)
 
     @abstractmethod
-    def training_loss(
-        self, model: nn.Module, x: Tensor, t: Tensor | None, generator: torch.Generator
-    ) -> Tensor:
+    def training_loss(self, model: nn.Module, x: Tensor, t: Tensor | None, generator: RandomSource) -> Tensor:
         """Scalar: sum of per-token training losses / number of predicted tokens."""
 
     @abstractmethod
     def validation_loss(
-        self, model: nn.Module, x: Tensor, t: Tensor | None, generator: torch.Generator
+        self, model: nn.Module, x: Tensor, t: Tensor | None, generator: RandomSource
     ) -> Tensor:
         """[B]: per-sequence NELBO (diffusion) or exact NLL (AR), in nats per token."""
 

@@ -38,8 +38,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from trainer import noise
 from trainer.arms.base import Arm, times_on
 from trainer.losses import head_of, map_chunks
+from trainer.noise import RandomSource
 from trainer.sampling import SampleOptions, Samples, gumbel_argmax, nucleus, time_grid, uniform
 from trainer.schedule import alpha, alpha_prime
 
@@ -98,20 +100,18 @@ class UniformDiffusion(Arm):
     def n_real(self) -> int:
         return self.vocab - 1
 
-    def corrupt(self, x: Tensor, t: Tensor, generator: torch.Generator) -> Tensor:
+    def corrupt(self, x: Tensor, t: Tensor, generator: RandomSource) -> Tensor:
         """z_t ~ alpha_t onehot(x) + (1 - alpha_t)/K: keep x w.p. alpha_t, else a uniform real token."""
-        keep = torch.rand(x.shape, generator=generator, device=x.device) < alpha(t)[:, None]
-        noise = torch.randint(0, self.n_real, x.shape, generator=generator, device=x.device)
-        return torch.where(keep, x, noise)
+        keep = noise.uniform(generator, x.shape, x.device, "keep") < alpha(t)[:, None]
+        replacement = noise.integers(generator, self.n_real, x.shape, x.device, "replace")
+        return torch.where(keep, x, replacement)
 
     def log_x_hat(self, model: nn.Module, z: Tensor, t: Tensor) -> Tensor:
         """[B, T, K] log-probabilities over the real tokens, conditioned on sigma_t = -log alpha_t."""
         logits = model(z, sigma=-alpha(t).log(), mode="bidirectional")
         return logits[..., : self.n_real].log_softmax(dim=-1)
 
-    def token_nelbo(
-        self, model: nn.Module, x: Tensor, t: Tensor | None, generator: torch.Generator
-    ) -> Tensor:
+    def token_nelbo(self, model: nn.Module, x: Tensor, t: Tensor | None, generator: RandomSource) -> Tensor:
         t = times_on(t, x)
         z = self.corrupt(x, t, generator)
         if not self.chunked(model):
@@ -123,13 +123,11 @@ class UniformDiffusion(Arm):
         nelbo = nelbo_from_terms(terms.view(*x.shape, 3), z == x, K, a, alpha_prime(t))
         return nelbo.to(terms.dtype)
 
-    def training_loss(
-        self, model: nn.Module, x: Tensor, t: Tensor | None, generator: torch.Generator
-    ) -> Tensor:
+    def training_loss(self, model: nn.Module, x: Tensor, t: Tensor | None, generator: RandomSource) -> Tensor:
         return self.token_nelbo(model, x, t, generator).mean()
 
     def validation_loss(
-        self, model: nn.Module, x: Tensor, t: Tensor | None, generator: torch.Generator
+        self, model: nn.Module, x: Tensor, t: Tensor | None, generator: RandomSource
     ) -> Tensor:
         return self.token_nelbo(model, x, t, generator).mean(dim=1)
 

@@ -22,30 +22,30 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from trainer import noise
 from trainer.arms.base import forbid_mask
 from trainer.arms.mdlm import MaskedDiffusion
 from trainer.losses import token_cross_entropy
 from trainer.model import KVCache
+from trainer.noise import RandomSource
 from trainer.sampling import SampleOptions, Samples, gumbel_argmax, nucleus, reveal_bounds, uniform
 
 
-def clean_first_order(masked: Tensor, generator: torch.Generator) -> Tensor:
+def clean_first_order(masked: Tensor, generator: RandomSource) -> Tensor:
     """[B, T]: order[b, r] = true position of the token at rank r (clean first, each part shuffled)."""
-    keys = torch.rand(masked.shape, generator=generator, device=masked.device) + masked
+    keys = noise.uniform(generator, masked.shape, masked.device, "order") + masked
     return keys.argsort(dim=1)
 
 
 class Interpolating(MaskedDiffusion):
-    def denoise(self, model: nn.Module, z: Tensor, masked: Tensor, generator: torch.Generator) -> Tensor:
+    def denoise(self, model: nn.Module, z: Tensor, masked: Tensor, generator: RandomSource) -> Tensor:
         order = clean_first_order(masked, generator)
         logits = model(z.gather(1, order), mode="causal", positions=order)
         rank = order.argsort(dim=1)  # inverse permutation: rank of each true position
         logits = logits.gather(1, rank[..., None].expand_as(logits))
         return forbid_mask(logits, self.mask_id)
 
-    def nll(
-        self, model: nn.Module, x: Tensor, z: Tensor, masked: Tensor, generator: torch.Generator
-    ) -> Tensor:
+    def nll(self, model: nn.Module, x: Tensor, z: Tensor, masked: Tensor, generator: RandomSource) -> Tensor:
         """[B, T] at true positions; the chunked path scores the permuted sequence against the
         permuted targets and puts the per-token values back (not the [B, T, V] logits)."""
         if not self.chunked(model):

@@ -20,8 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from trainer import noise
 from trainer.arms.base import Arm, forbid_mask, times_on
 from trainer.losses import token_cross_entropy
+from trainer.noise import RandomSource
 from trainer.sampling import SampleOptions, Samples, gumbel_argmax, nucleus, time_grid, uniform
 from trainer.schedule import alpha, alpha_prime
 
@@ -31,32 +33,28 @@ def nelbo_weight(t: Tensor) -> Tensor:
 
 
 class MaskedDiffusion(Arm):
-    def mask(self, x: Tensor, t: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    def mask(self, x: Tensor, t: Tensor, generator: RandomSource) -> tuple[Tensor, Tensor]:
         """(z_t, masked): each token masked independently with probability 1 - alpha_t."""
-        masked = torch.rand(x.shape, generator=generator, device=x.device) < (1 - alpha(t))[:, None]
+        masked = noise.uniform(generator, x.shape, x.device, "mask") < (1 - alpha(t))[:, None]
         return torch.where(masked, self.mask_id, x), masked
 
-    def denoise(self, model: nn.Module, z: Tensor, masked: Tensor, generator: torch.Generator) -> Tensor:
+    def denoise(self, model: nn.Module, z: Tensor, masked: Tensor, generator: RandomSource) -> Tensor:
         """Logits [B, T, V] at true positions, [MASK] forbidden."""
         return forbid_mask(model(z, mode="bidirectional"), self.mask_id)
 
-    def nll(
-        self, model: nn.Module, x: Tensor, z: Tensor, masked: Tensor, generator: torch.Generator
-    ) -> Tensor:
+    def nll(self, model: nn.Module, x: Tensor, z: Tensor, masked: Tensor, generator: RandomSource) -> Tensor:
         """[B, T]: -log p(x_l | z_t) at every position (the head runs on all of them)."""
         if self.chunked(model):
             return token_cross_entropy(model, z, x, self.mask_id, self.chunk_tokens, mode="bidirectional")
         logits = self.denoise(model, z, masked, generator)
         return F.cross_entropy(logits.flatten(0, 1), x.flatten(), reduction="none").view_as(x)
 
-    def masked_nll(self, model: nn.Module, x: Tensor, t: Tensor, generator: torch.Generator) -> Tensor:
+    def masked_nll(self, model: nn.Module, x: Tensor, t: Tensor, generator: RandomSource) -> Tensor:
         """[B, T]: -log p(x_l | z_t) on masked positions, 0 on visible ones."""
         z, masked = self.mask(x, t, generator)
         return self.nll(model, x, z, masked, generator) * masked
 
-    def training_loss(
-        self, model: nn.Module, x: Tensor, t: Tensor | None, generator: torch.Generator
-    ) -> Tensor:
+    def training_loss(self, model: nn.Module, x: Tensor, t: Tensor | None, generator: RandomSource) -> Tensor:
         t = times_on(t, x)
         nll = self.masked_nll(model, x, t, generator)
         if self.info.objective == "elbo":
@@ -64,7 +62,7 @@ class MaskedDiffusion(Arm):
         return nll.sum() / x.numel()
 
     def validation_loss(
-        self, model: nn.Module, x: Tensor, t: Tensor | None, generator: torch.Generator
+        self, model: nn.Module, x: Tensor, t: Tensor | None, generator: RandomSource
     ) -> Tensor:
         t = times_on(t, x)
         return (nelbo_weight(t)[:, None] * self.masked_nll(model, x, t, generator)).mean(dim=1)
