@@ -144,7 +144,11 @@ def choose(
     for sharding in SHARDINGS:
         plain = next((o for o in options if o[0] == sharding and not o[1]), None)
         ckpt = next((o for o in options if o[0] == sharding and o[1]), None)
-        pick = plain if plain and (plain[2] >= MIN_MICRO or ckpt is None or ckpt[2] < MIN_MICRO * plain[2]) else ckpt
+        pick = (
+            plain
+            if plain and (plain[2] >= MIN_MICRO or ckpt is None or ckpt[2] < MIN_MICRO * plain[2])
+            else ckpt
+        )
         if pick is not None:
             s, c, m, e = pick
             return Parallel(m, per_rank // m, c, s, e.gb, True)
