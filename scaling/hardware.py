@@ -3,6 +3,8 @@ the trainer's MFU share."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from scaling.errors import UserError
 
 # Dense bf16 peak FLOP/s per device by name (datasheet figures without sparsity); the first name
@@ -18,6 +20,16 @@ PEAK_BF16 = {
     "L4": 121e12,
     "V100": 125e12,
 }
+
+
+@dataclass(frozen=True)
+class Hardware:
+    """The GPUs of a cluster config: the card, its memory, its peak and the MFU to assume."""
+
+    gpu: str
+    memory_gb: float
+    peak_flops: float  # dense bf16 FLOP/s per GPU
+    mfu: float = 0.35
 
 
 def peak_bf16(device_name: str) -> float | None:

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 from scaling.arms import arm_info
 from scaling.flops import ModelShape, params_total
+from scaling.spec import SHARDINGS
 
 GB = 1e9
 STATE_BYTES_PER_PARAM = 16  # fp32 weight + fp32 gradient + AdamW exp_avg + exp_avg_sq
@@ -41,7 +42,6 @@ LOSS_PER_VOCAB = {  # bytes per token per vocabulary id of the loss chunk kept f
 CHUNK_TOKENS = 2048  # trainer/losses.py's chunk: the loss keeps one chunk's logits
 ALLOCATOR_SLACK = 0.10
 CUDA_CONTEXT_GB = 1.5
-SHARDINGS = ("ddp", "fsdp")
 
 
 @dataclass(frozen=True)

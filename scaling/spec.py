@@ -19,9 +19,10 @@ from scaling import records
 from scaling.errors import UserError
 from scaling.flops import ModelShape
 
-SPEC_VERSION = 1
+SPEC_VERSION = 2  # 2: masks and noise keyed by sequence (trainer/noise.py); micro_batch left the key
 PRECISIONS = ("auto", "fp32", "bf16")  # auto: bf16 autocast on CUDA, fp32 on the CPU
 COMPILE = ("auto", "on", "off")  # torch.compile of the model; auto: on CUDA only
+SHARDINGS = ("ddp", "fsdp")
 
 
 @dataclass(frozen=True)
@@ -49,9 +50,10 @@ class DataSpec:
 @dataclass(frozen=True)
 class EvalSpec:
     every: int  # steps between validations (the final step is always evaluated)
-    sequences: int  # fixed validation windows
+    sequences: int  # fixed validation windows of the evaluations during the run
     t_per_seq: int = 8  # fixed antithetic diffusion times per window (diffusion arms)
     seed: int = 1234
+    final_sequences: int = 0  # windows of the last evaluation (0: `sequences`); the first ones are shared
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,8 @@ class RunSpec:
     eval: EvalSpec
     seed: int = 0
     micro_batch: int = 0  # 0: the whole global batch per process in one pass
+    activation_checkpointing: bool = False  # recompute each block's activations in the backward
+    sharding: str = "ddp"  # ddp (every GPU holds the states) or fsdp (fully sharded)
     precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
     compile: str = "auto"  # torch.compile of the model: auto (on CUDA only), on, off
     checkpoint_every: int = 0  # 0: only on signals and at the end
@@ -89,7 +93,9 @@ class RunSpec:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> RunSpec:
+    def from_dict(cls, d: Any) -> RunSpec:
+        if not isinstance(d, dict):
+            raise UserError(f"spec: expected a mapping of fields, got {type(d).__name__}")
         d = dict(d)
         given_key = d.pop("run_key", None)
         try:
@@ -104,7 +110,17 @@ class RunSpec:
         return spec
 
 
-_KEY_EXCLUDED = {"sweep", "checkpoint_every", "compile", "loggers", "version"}
+# Bookkeeping and parallel settings: they change where and how fast a run trains, not its losses
+# (the version, which names the semantics of the other fields, is part of the key).
+_KEY_EXCLUDED = {
+    "sweep",
+    "checkpoint_every",
+    "compile",
+    "loggers",
+    "micro_batch",
+    "activation_checkpointing",
+    "sharding",
+}
 _DATA_KEY_EXCLUDED = {"shards"}
 
 

@@ -7,16 +7,16 @@
   cosine to min_lr at the last step (a pure function of the step, so the "scheduler state" is the
   step); gradient clipping at grad_clip (<= 0: off); gradient accumulation of micro batches up to
   the global batch; DDP over torchrun/SLURM ranks (trainer.distributed).
-- Randomness that changes the loss is derived from (seed, step, chunk), not carried in generator
-  state: the diffusion times of a step come from u = f(seed, step) (identical on every rank, each
-  rank takes its slice), and the arm's torch.Generator is re-seeded from (seed, step, c) for the
-  c-th micro batch of the global batch. Resuming is then exact by construction, and a DDP run
-  draws the same masks as a single process whenever micro_batch is set (the chunking is then
-  independent of the world size). Global torch/numpy/python RNG states are checkpointed too.
+- Randomness that changes the loss is keyed by sequence, not carried in generator state: the data
+  of step s are windows s*B .. (s+1)*B - 1 of a seeded stream, its diffusion times come from
+  u = f(seed, step) (each rank takes its rows' slice) and every sequence's masks and noise from
+  (seed, step, its global row) (trainer/noise.py). Resuming is then exact by construction, and the
+  losses do not depend on the micro-batch, the world size or the sharding. Global
+  torch/numpy/python RNG states are checkpointed too.
 - Validation: fixed windows of the val split; diffusion arms evaluate each window at eval.t_per_seq
-  stratified times (u per window from eval.seed) with the generator re-seeded per chunk of windows
-  from (eval.seed, chunk), so the same weights always give the same number; mean and standard
-  error over windows. The final step is always evaluated.
+  stratified times (u per window from eval.seed) with masks keyed by (eval.seed, window, time), so
+  the same weights always give the same number whatever the batch size; mean and standard error
+  over windows. The final step is always evaluated.
 - Checkpoints every checkpoint_every steps, at the end, and at the first step boundary after
   SIGTERM/SIGUSR2 (or a first Ctrl-C), after which train() raises Preempted (`scaling train` exits
   scaling.store.EXIT_PREEMPTED).
@@ -54,7 +54,7 @@ from torch import Tensor, nn
 from scaling import atomic, paths, records, store
 from scaling.errors import UserError
 from scaling.flops import CONVENTIONS, train_flops_per_seq
-from scaling.spec import PRECISIONS, RunSpec
+from scaling.spec import PRECISIONS, SHARDINGS, RunSpec
 from scaling.tables import duration
 from trainer import accelerator, checkpoint, data
 from trainer import distributed as dist
@@ -63,6 +63,7 @@ from trainer.arms import Arm, get_arm
 from trainer.loader import BatchLoader
 from trainer.loggers import open_loggers
 from trainer.model import DiT, attention_backend
+from trainer.noise import Noise
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR2, signal.SIGINT)
 SYNC_EVERY = 10  # steps between reads of the losses on the host (each one waits for the device)
@@ -96,10 +97,6 @@ def lr_at(spec: RunSpec, step: int) -> float:
     return o.min_lr + 0.5 * (o.lr - o.min_lr) * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def _seed(*parts: int) -> int:
-    return int(np.random.SeedSequence(list(parts)).generate_state(1, dtype=np.uint64)[0] >> 1)
-
-
 def step_u(seed: int, step: int) -> float:
     return float(np.random.default_rng([seed, step, 1]).random())
 
@@ -114,8 +111,10 @@ def check_spec(spec: RunSpec, world_size: int) -> BatchPlan:
     for name in ("steps", "global_batch"):
         if getattr(spec, name) <= 0:
             raise UserError(f"{name} must be > 0, got {getattr(spec, name)}")
-    if spec.eval.sequences <= 0 or spec.eval.t_per_seq <= 0:
-        raise UserError("eval.sequences and eval.t_per_seq must be > 0")
+    if spec.eval.sequences <= 0 or spec.eval.t_per_seq <= 0 or spec.eval.final_sequences < 0:
+        raise UserError("eval.sequences and eval.t_per_seq must be > 0 (eval.final_sequences >= 0)")
+    if spec.sharding not in SHARDINGS:
+        raise UserError(f"unknown sharding {spec.sharding!r}: choose from {', '.join(SHARDINGS)}")
     if spec.global_batch % world_size:
         raise UserError(f"global_batch {spec.global_batch} is not divisible by the {world_size} processes")
     per_rank = spec.global_batch // world_size
@@ -196,7 +195,6 @@ def evaluate(
     per_chunk = max(1, plan.eval_rows // k)
     place = accelerator.placement(device)
     per_window = torch.zeros(n, dtype=torch.float64, device=place)
-    gen = torch.Generator(device=place)
     model.eval()
     with torch.no_grad(), autocast_for(spec.precision, device):
         for c, start in enumerate(range(0, n, per_chunk)):
@@ -205,8 +203,8 @@ def evaluate(
             idx = np.arange(start, min(n, start + per_chunk))
             x = torch.from_numpy(windows[idx]).to(place).repeat_interleave(k, dim=0)
             t = torch.cat([_times(arm, k, ui) for ui in u[idx]]) if diffusion else None
-            gen.manual_seed(_seed(spec.eval.seed, c))
-            losses = arm.validation_loss(model, x, t, gen).double().view(len(idx), k)
+            rows = Noise((spec.eval.seed,), first_row=start * k, device=place)  # keyed by (window, time)
+            losses = arm.validation_loss(model, x, t, rows).double().view(len(idx), k)
             per_window[torch.from_numpy(idx).to(place)] = losses.mean(dim=1)
     model.train()
     per_window = dist.all_reduce_sum(per_window).cpu()
@@ -214,9 +212,11 @@ def evaluate(
 
 
 def _truncate_log(path: Path, step: int) -> None:
-    """Drops rows past the checkpoint that a resumed run will write again."""
+    """Repairs a log before a resumed run appends to it: keeps the rows of the steps up to the
+    checkpoint's (the resumed run writes the later ones again) and drops every line that is not a
+    row with an integer step (a torn write, garbage)."""
     if path.exists():
-        rows = [r for r in atomic.read_jsonl(path) if r.get("step", 0) <= step]
+        rows = [r for r in atomic.read_jsonl(path) if type(r.get("step")) is int and r["step"] <= step]
         atomic.write_text(path, "".join(_json_line(r) for r in rows))
 
 
@@ -250,14 +250,21 @@ def train(spec: RunSpec, run_dir: str | Path, *, handle_signals: bool = True, lo
     env = dist.detect()
     arm = get_arm(spec.arm, spec.model.vocab)
     plan = check_spec(spec, env.world_size)
-    device = accelerator.device_for(env.local_rank)
-    dist.init(env, accelerator.placement(device))  # nccl for CUDA tensors, gloo for CPU ones
-    signals = _Signals(handle_signals)
-    try:
-        return _Session(spec, run_dir, arm, plan, env, device, log).run(signals)
-    finally:
-        signals.restore()
-        dist.shutdown()
+    say = log or (lambda m: print(m, flush=True))
+    # one live trainer per run folder: rank 0 holds it (a second one waits, then stops)
+    wait_s = float(os.environ.get("SCALING_OWNER_WAIT_S", store.OWNER_WAIT_S))
+    with store.hold_run(run_dir, wait_s, say) if env.is_main else nullcontext():
+        result = store.read_result(run_dir)  # the trainer we waited for may have finished it
+        if result is not None:
+            return result
+        device = accelerator.device_for(env.local_rank)
+        dist.init(env, accelerator.placement(device))  # nccl for CUDA tensors, gloo for CPU ones
+        signals = _Signals(handle_signals)
+        try:
+            return _Session(spec, run_dir, arm, plan, env, device, log).run(signals)
+        finally:
+            signals.restore()
+            dist.shutdown()
 
 
 @dataclass
@@ -276,7 +283,6 @@ class TrainStep:
     wrapped: nn.Module  # what runs the forward: the model under DDP and/or torch.compile
     optimizer: torch.optim.Optimizer
     device: torch.device  # the run's device (its precision)
-    generator: torch.Generator  # on the device the batch lives on
 
     def __call__(self, s: int, lr: float, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         spec, plan, env = self.spec, self.plan, self.env
@@ -288,13 +294,12 @@ class TrainStep:
         loss_sum = torch.zeros((), device=batch.device)
         for m in range(plan.accum):
             rows = slice(m * plan.micro, (m + 1) * plan.micro)
-            # the c-th micro batch of the global batch draws from its own seed on any world size
-            self.generator.manual_seed(_seed(spec.seed, s, env.rank * plan.accum + m))
+            noise = Noise((spec.seed, s), first_row=lo + m * plan.micro, device=batch.device)
             last = m == plan.accum - 1
             with nullcontext() if last or not env.enabled else self._no_sync():
                 with autocast_for(spec.precision, self.device):
                     loss = self.arm.training_loss(
-                        self.wrapped, batch[rows], None if t is None else t[rows], self.generator
+                        self.wrapped, batch[rows], None if t is None else t[rows], noise
                     )
                 (loss / plan.accum).backward()
             loss_sum += loss.detach().float()
@@ -343,13 +348,18 @@ class _Session:
                 f"(incl. [MASK]): set model.vocab to {shards.vocab_size + 1}"
             )
         self.sampler = data.WindowSampler(shards.train, spec.data.seq_len, spec.seed)
-        self.windows = data.validation_windows(shards.val, spec.data.seq_len, spec.eval.sequences)
+        # the final evaluation's windows in a fixed shuffled order: the ones during the run are its
+        # first eval.sequences, so every evaluation is a sample of the same set
+        final = max(spec.eval.sequences, spec.eval.final_sequences)
+        windows = data.validation_windows(shards.val, spec.data.seq_len, final)
+        self.windows = windows[np.random.default_rng([spec.eval.seed, 7]).permutation(final)]
         state = checkpoint.load_latest(run_dir, spec.run_key, warn=self.say)
         if state is not None:
             self.sampler.load_state_dict(state["data"])  # UserError if the shards changed
 
         torch.manual_seed(spec.seed)
         self.model = DiT(spec.model).to(self.place)
+        self.model.checkpoint_blocks = spec.activation_checkpointing
         cuda = device.type == "cuda"
         self.optimizer = torch.optim.AdamW(
             param_groups(self.model, spec.optim.weight_decay),
@@ -384,7 +394,6 @@ class _Session:
             self.ddp,
             self.optimizer,
             device,
-            torch.Generator(device=self.place),
         )
         self.recent = deque(self.stats.recent, maxlen=RECENT)
         self.flops_per_step = {
@@ -404,6 +413,13 @@ class _Session:
         # checkpoints of earlier versions timed every step
         self.stats = RunStats.from_checkpoint(state["stats"], state["step"])
         self.stats.restarts += 1
+        threads = state.get("threads")
+        if self.place.type == "cpu" and isinstance(threads, int) and threads != torch.get_num_threads():
+            # CPU kernels split their sums by thread: the same count keeps a resumed run bitwise equal
+            self.say(
+                f"resuming with {threads} CPU threads, as the run was trained (not {torch.get_num_threads()})"
+            )
+            torch.set_num_threads(threads)
         self.start = state["step"]
         if len(state["rng"]) == self.env.world_size:
             checkpoint.set_rng_state(state["rng"][self.env.rank])
@@ -450,7 +466,7 @@ class _Session:
         )
 
     def _loop(self, signals: _Signals, loader: BatchLoader) -> store.RunResult:
-        spec, run_dir = self.spec, self.run_dir
+        spec = self.spec
         self.log_every, print_every = max(1, spec.steps // 200), max(1, spec.steps // 20)
         pending: list[tuple[int, float, torch.Tensor, torch.Tensor]] = []  # (step, lr, loss, norm)
         interval_time, interval_steps = 0.0, 0  # timed training since the last logged row
@@ -563,7 +579,8 @@ class _Session:
         return values, host[-1] > 0
 
     def validate(self, step: int) -> None:
-        val, err = evaluate(self.model, self.arm, self.windows, self.spec, self.plan, self.env, self.device)
+        n = len(self.windows) if step == self.spec.steps else self.spec.eval.sequences
+        val, err = evaluate(self.model, self.arm, self.windows[:n], self.spec, self.plan, self.env, self.device)
         self.stats.last_eval = {"step": step, "val_loss": val, "val_loss_stderr": err}
         if self.env.is_main:
             self.loggers.eval(
@@ -592,6 +609,7 @@ class _Session:
                     "data": self.sampler.state_dict(position=step * self.spec.global_batch),
                     "rng": rngs,
                     "world_size": self.env.world_size,
+                    "threads": torch.get_num_threads(),
                     "stats": asdict(replace(self.stats, wall_s=self.wall_s(), recent=list(self.recent))),
                 },
             )

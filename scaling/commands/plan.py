@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 
+from scaling import placement
 from scaling.atomic import write_text
 from scaling.config import available_sweeps, load_sweeps
+from scaling.executors import Run, executor_for
 from scaling.plan import Plan, plan_sweep, summary_lines
 from scaling.tables import FORMATS, render
 
@@ -83,16 +86,33 @@ def plan_rows(plan: Plan) -> list[dict]:
     ]
 
 
-def print_summary(plan: Plan, stream=sys.stderr) -> None:
+def print_summary(plan: Plan, stream=None) -> None:
     for line in summary_lines(plan):
-        print(line, file=stream)
+        print(line, file=stream or sys.stderr)  # looked up now: sys.stderr may have been replaced
+
+
+def placements(plan: Plan) -> list[placement.Placement] | None:
+    """Each run's placement on the sweep's cluster when it has GPUs to size runs by, else None."""
+    executor = executor_for(plan.sweep.cluster)
+    placed = [executor.place(Run(Path(d.run_key), d.spec, d.params_total)) for d in plan.details]
+    return placed if any(p.gpu_hours is not None for p in placed) else None
 
 
 def run(args: argparse.Namespace) -> int:
     multirun = getattr(args, "multirun", False)
     plans = [plan_sweep(cfg) for cfg in load_sweeps(args.sweep, args.overrides, multirun=multirun)]
-    rows = [{"sweep": plan.sweep.name, **row} for plan in plans for row in plan_rows(plan)]
-    text = render(rows, ["sweep", *COLUMNS] if multirun else COLUMNS, args.format)
+    placed = {plan.sweep.name: placements(plan) for plan in plans}
+    columns = ["sweep", *COLUMNS] if multirun else list(COLUMNS)
+    if any(placed.values()):
+        columns += placement.COLUMNS
+    rows = []
+    for plan in plans:
+        where = placed[plan.sweep.name]
+        for i, row in enumerate(plan_rows(plan)):
+            rows.append({"sweep": plan.sweep.name, **row, **(placement.row(where[i]) if where else {})})
+        if where:
+            plan.details = [replace(d, spec=placement.apply(d.spec, p)) for d, p in zip(plan.details, where)]
+    text = render(rows, columns, args.format)
     n_runs = sum(len(plan.details) for plan in plans)
     if args.out:
         write_text(args.out, text + "\n")
@@ -107,4 +127,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"wrote {len(plan.runs)} specs to {folder}/", file=sys.stderr)
     for plan in plans:
         print_summary(plan)
+        where = placed[plan.sweep.name]
+        if where:
+            for line in placement.totals(plan.runs, where, plan.sweep.data.train_tokens):
+                print(line, file=sys.stderr)
     return 0

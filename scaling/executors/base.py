@@ -29,6 +29,7 @@ from typing import Any, ClassVar
 
 from scaling import records, store
 from scaling.errors import UserError
+from scaling.placement import Placement, place
 from scaling.spec import RunSpec
 
 QUEUE_TIMEOUT_S = 60  # every call to a queue command is bounded
@@ -112,6 +113,11 @@ class Executor(ABC):
     @abstractmethod
     def resources(self, run: Run) -> dict[str, Any]:
         """What the run would get, for --dry-run (UserError when nothing fits it)."""
+
+    def place(self, run: Run) -> Placement:
+        """The run's GPUs, parallel settings, GPU-hours and time limit (scaling/placement.py); a
+        backend without GPU sizing keeps the spec's settings."""
+        return place(run.spec, 1, None, None, 0)
 
     @abstractmethod
     def submit(self, sweep_dir: Path, runs: list[Run], record: Record) -> None:

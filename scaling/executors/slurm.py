@@ -41,6 +41,8 @@ from scaling.executors.base import (
     run_command,
     thread_env,
 )
+from scaling.hardware import Hardware, require_peak
+from scaling.placement import Placement, place
 
 COMMANDS = ["sbatch", "squeue", "scancel", "scontrol"]
 PENDING = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "SUSPENDED", "RESV_DEL_HOLD", "STOPPED"}
@@ -72,12 +74,26 @@ class SlurmConfig:
     sbatch: dict[str, Any] = field(default_factory=dict)  # any other `#SBATCH --key=value`
     setup: list[str] = field(default_factory=list)  # shell lines run before the job (module load ...)
     resources: list[Resources] = field(default_factory=lambda: [Resources(max_params=float("inf"))])
+    gpu: str | None = None  # the card (H100, A100, ...: scaling/hardware.py): sizes micro-batches and time limits
+    gpu_mem_gb: float = 0.0  # its memory; 0: the card's datasheet size is not assumed, give it
+    mfu: float = 0.35  # assumed for GPU-hours and time limits until measured runs say better
+    time_margin: float = 1.3  # a job's time limit is the estimate x this (+ start-up), at most timeout_min
     poll_s: float = 15.0
     wait_timeout_h: float = 168.0
 
     def __post_init__(self) -> None:
         if not self.resources:
             raise UserError("cluster.resources must be a non-empty list of {max_params, gpus_per_node, ...}")
+        if self.gpu is not None:
+            require_peak(self.gpu)
+            if self.gpu_mem_gb <= 0:
+                raise UserError(f"cluster.gpu {self.gpu}: give its memory too, e.g. cluster.gpu_mem_gb=80")
+
+    @property
+    def hardware(self) -> Hardware | None:
+        if self.gpu is None:
+            return None
+        return Hardware(self.gpu, self.gpu_mem_gb, require_peak(self.gpu), self.mfu)
 
     def resources_for(self, run: Run) -> Resources:
         for r in self.resources:
@@ -107,20 +123,26 @@ class SlurmExecutor(Executor):
             "tasks_per_node": tasks_per_node(r),
             "cpus_per_task": r.cpus_per_task,
             "mem_gb": r.mem_gb,
-            "timeout_min": r.timeout_min,
         }
 
+    def place(self, run: Run) -> Placement:
+        r = self.config.resources_for(run)
+        gpus = max(1, r.gpus_per_node) * r.nodes
+        c = self.config
+        return place(run.spec, gpus, c.hardware, r.timeout_min, c.max_num_timeout, c.time_margin)
+
     def submit(self, sweep_dir: Path, runs: list[Run], record: Record) -> None:
-        groups: dict[Resources, list[Run]] = {}
+        groups: dict[tuple[Resources, int], list[Run]] = {}  # one array per resources and time limit
         for run in runs:
-            groups.setdefault(self.config.resources_for(run), []).append(run)
+            limit = self.place(run).time_limit_min or self.config.resources_for(run).timeout_min
+            groups.setdefault((self.config.resources_for(run), limit), []).append(run)
         stamp = time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}"
-        for i, (resources, group) in enumerate(groups.items()):
+        for i, ((resources, limit), group) in enumerate(groups.items()):
             folder = sweep_dir / "submitit" / f"{stamp}-{i}"
             executor = submitit.AutoExecutor(
                 folder=folder, cluster="slurm", slurm_max_num_timeout=self.config.max_num_timeout
             )
-            executor.update_parameters(**self.parameters(resources, name=sweep_dir.name))
+            executor.update_parameters(**self.parameters(resources, sweep_dir.name, limit))
             try:
                 with contextlib.redirect_stderr(io.StringIO()):  # submitit echoes sbatch's stderr itself
                     jobs = executor.map_array(
@@ -130,11 +152,11 @@ class SlurmExecutor(Executor):
                 raise UserError(f"sbatch refused the job array: {_sbatch_error(str(e))}") from None
             record({run.run_key: self.job_id(job.job_id) for run, job in zip(group, jobs)})
 
-    def parameters(self, r: Resources, name: str) -> dict[str, Any]:
+    def parameters(self, r: Resources, name: str, timeout_min: int) -> dict[str, Any]:
         c = self.config
         params: dict[str, Any] = {
             "name": name,
-            "timeout_min": r.timeout_min,
+            "timeout_min": timeout_min,
             "nodes": r.nodes,
             "tasks_per_node": tasks_per_node(r),
             "cpus_per_task": r.cpus_per_task,
@@ -352,3 +374,31 @@ class TrainJob(submitit.helpers.Checkpointable):
             store.write_status(run_dir, "requeued", if_job=job_id, requeues=restarts + 1)
         # a fresh callable: the process handle does not pickle
         return submitit.helpers.DelayedSubmission(TrainJob(self.signal_delay_s), run_dir)
+
+
+# --- one command as a job (data preparation) ----------------------------------------------------
+
+
+def submit_command(
+    config: SlurmConfig,
+    folder: Path,
+    name: str,
+    argv: list[str],
+    cpus: int,
+    mem_gb: float,
+    timeout_min: int,
+) -> str:
+    """Submits `argv` as one single-task job without GPUs, in the cluster config's partition,
+    account and setup, run in this directory; returns the job id (`slurm:N`). `folder` (fresh per
+    submission) gets submitit's logs."""
+    executor = submitit.AutoExecutor(folder=folder, cluster="slurm")
+    resources = Resources(
+        max_params=float("inf"), gpus_per_node=0, cpus_per_task=cpus, mem_gb=mem_gb, timeout_min=timeout_min
+    )
+    executor.update_parameters(**SlurmExecutor(config).parameters(resources, name, timeout_min))
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            job = executor.submit(submitit.helpers.CommandFunction(argv, cwd=os.getcwd()))
+    except UncompletedJobError as e:
+        raise UserError(f"sbatch refused the job: {_sbatch_error(str(e))}") from None
+    return SlurmExecutor.job_id(job.job_id)

@@ -19,17 +19,19 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TextIO
 
-from scaling import locks, paths, store
+from scaling import locks, paths, placement, store
 from scaling.config import SweepConfig
+from scaling.errors import UserError
 from scaling.executors import Executor, Run, RunView, cancel_jobs, executor_for, reconcile, sweep_views
+from scaling.placement import Placement
 from scaling.plan import Plan, plan_sweep, summary_lines
 from scaling.spec import budget_tag
 from scaling.tables import duration, render
 from scaling.workflows.live import sweep_eta
-from trainer.data import prepare_data, read_sidecar
+from trainer.data import read_sidecar
 
 STATUS_COLUMNS = ["arm", "model", "budget", "state", "job_id", "requeues", "step", "last_loss", "reason"]
 SUMMARY_COLUMNS = ["arm", "model", "budget", "state", "requeues", "step", "last_loss", "reason"]
@@ -47,6 +49,7 @@ class SweepOutcome:
     result: str
     submitted: dict[str, str] = field(default_factory=dict)  # run_key -> job id
     resources: dict[str, dict] = field(default_factory=dict)  # run_key -> executor resources (to submit)
+    placements: dict[str, Placement] = field(default_factory=dict)  # run_key -> GPUs, settings, time
     views: list[RunView] = field(default_factory=list)  # the runs' last reconciled states
 
     @property
@@ -73,6 +76,9 @@ def run_sweep(
     for line in summary_lines(plan):
         say(line)
     runs = [Run(paths.run_dir(cfg.name, d.run_key), d.spec, d.params_total) for d in plan.details]
+    # each run's GPUs, micro-batch, checkpointing, sharding, GPU-hours and time limit (not in its key)
+    placements = {r.run_key: executor.place(r) for r in runs}
+    runs = [replace(r, spec=placement.apply(r.spec, placements[r.run_key])) for r in runs]
     # from reading the runs' states to recording their jobs, one sweep call at a time: a second
     # call waits, then finds them queued (two calls would otherwise train every run twice)
     lock = (
@@ -93,13 +99,31 @@ def run_sweep(
         say(
             f"{ended} ended, {active} queued or running, {len(todo)} to submit ({executor.name}){resume_note}"
         )
-        outcome = SweepOutcome(plan, "dry-run", resources=resources, views=views)
+        outcome = SweepOutcome(plan, "dry-run", resources=resources, views=views, placements=placements)
         if dry_run:
             if todo:
-                columns = ["run_key", "steps", *next(iter(resources.values()))]
-                rows = [{"run_key": r.run_key, "steps": r.spec.steps, **resources[r.run_key]} for r in todo]
+                columns = ["run_key", "steps", *next(iter(resources.values())), *placement.COLUMNS]
+                rows = [
+                    {
+                        "run_key": r.run_key,
+                        "steps": r.spec.steps,
+                        **resources[r.run_key],
+                        **placement.row(placements[r.run_key]),
+                    }
+                    for r in todo
+                ]
                 say(render(rows, columns))
+            for line in placement.totals(
+                [r.spec for r in runs], [placements[r.run_key] for r in runs], cfg.data.train_tokens
+            ):
+                say(line)
             return outcome
+        flagged = [r for r in todo if placements[r.run_key].problems]
+        if flagged:
+            raise UserError(
+                f"{len(flagged)} run(s) cannot be submitted as planned, e.g. {flagged[0].run_key}: "
+                f"{placements[flagged[0].run_key].problems[0]} (`scaling sweep {cfg.name} --dry-run` lists them)"
+            )
 
         store.init_layout(sweep_dir)
         store.write_plan_manifest(sweep_dir, [r.run_key for r in runs])
@@ -130,8 +154,11 @@ def run_sweep(
 
 
 def prepare_sweep_data(cfg: SweepConfig) -> float:
-    """Tokenizes the sweep's corpus once (idempotent); returns the training split's token count."""
-    return float(read_sidecar(prepare_data(cfg.data))["tokens"])
+    """Tokenizes the sweep's corpus once (idempotent; on a SLURM cluster as its own job); returns
+    the training split's token count."""
+    from scaling.workflows.prepare import prepare_for_sweep
+
+    return float(read_sidecar(prepare_for_sweep(cfg))["tokens"])
 
 
 def _job_summary(ids: list[str]) -> str:
