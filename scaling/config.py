@@ -55,12 +55,22 @@ class SizeList:
 
 @dataclass
 class DataConfig:
-    corpus: str = "shakespeare"
-    tokenizer: str = "bytes"
-    vocab_size: int = 256  # tokenizer vocabulary without [MASK]
+    """What to train on (docs/data.md): a corpus to prepare, or (shards) a prepared folder."""
+
+    corpus: str = "shakespeare"  # shakespeare | file | folder | glob | saved HF dataset (trainer.corpora)
+    tokenizer: str = "bytes"  # bytes | bpe | hf:tokenizer.json | spm:tokenizer.model
+    vocab_size: int = 257  # the tokenizer's ids, end-of-document id included, without [MASK] (bytes: 257)
     seq_len: int = 128
-    val_fraction: float = 0.05
+    val_fraction: float = 0.07  # documents held out by a hash of (source, index); 0 with val_files
+    val_files: str = ""  # a corpus of validation documents instead (SlimPajama's validation split)
+    text_field: str = "text"  # the JSON field / column that holds a document's text
+    shards: str = ""  # a prepared folder (or its manifest.json); "": $SCALING_DATA/<named by the fields>
     train_tokens: float = 0  # dataset size if the shards are not prepared yet (repetition warning)
+    # preparation (not part of a run's key): worker processes (0: the cores available) and, on a
+    # SLURM cluster, the resources of its job
+    workers: int = 0
+    prepare_mem_gb: float = 32
+    prepare_timeout_min: int = 1440
 
 
 @dataclass
@@ -413,8 +423,19 @@ def check_sweep(cfg: SweepConfig) -> None:
     d, t, e = cfg.data, cfg.train, cfg.eval
     _positive("data.seq_len", d.seq_len)
     _positive("data.vocab_size", d.vocab_size)
-    if not 0 < d.val_fraction < 1:
+    if not 0 <= d.val_fraction < 1:
         raise UserError(f"data.val_fraction must lie between 0 and 1, got {d.val_fraction}")
+    if bool(d.val_files) == (d.val_fraction > 0):
+        raise UserError(
+            "data: give either val_fraction > 0 (documents held out by hash) or val_files=CORPUS with "
+            f"val_fraction=0, not {'both' if d.val_files else 'neither'}"
+        )
+    if not d.corpus or not d.text_field:
+        raise UserError(f"data.{'corpus' if not d.corpus else 'text_field'} is empty (docs/data.md)")
+    if d.workers < 0:
+        raise UserError(f"data.workers must be >= 0 (0: the cores available), got {d.workers}")
+    _positive("data.prepare_mem_gb", d.prepare_mem_gb)
+    _positive("data.prepare_timeout_min", d.prepare_timeout_min)
     _positive("train.global_batch", t.global_batch)
     if t.micro_batch < 0 or (t.micro_batch and t.global_batch % t.micro_batch):
         raise UserError(f"train.micro_batch {t.micro_batch} must divide train.global_batch {t.global_batch}")

@@ -91,14 +91,19 @@ def data_root() -> Path:
     return Path(os.environ.get("SCALING_DATA", "data")).resolve()
 
 
-def shards_dir(corpus: str, tokenizer: str, vocab_size: int, val_fraction: float) -> Path:
-    """The folder of one tokenized corpus: named by what determines its content, so sweeps share it."""
+def shards_dir(corpus: str, tokenizer: str, vocab_size: int, val_fraction: float, **extra: str) -> Path:
+    """The folder of one tokenized corpus: named by what determines its content, so sweeps share it.
+    `extra`: further data fields that are not at their defaults (val_files, text_field)."""
     import hashlib
     import json
+    import re
 
-    ident = json.dumps([corpus, tokenizer, int(vocab_size), float(val_fraction)])
-    digest = hashlib.sha256(ident.encode()).hexdigest()[:10]
-    stem = Path(corpus).name if ("/" in corpus or corpus.endswith(".txt")) else corpus
+    fields: list = [corpus, tokenizer, int(vocab_size), float(val_fraction)]
+    if extra:
+        fields.append(dict(sorted(extra.items())))
+    digest = hashlib.sha256(json.dumps(fields).encode()).hexdigest()[:10]
+    stem = Path(corpus.rstrip("/")).name if ("/" in corpus or corpus.endswith(".txt")) else corpus
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("_.") or "corpus"  # a glob is no folder name
     tok = tokenizer.split(":", 1)[0]
     return data_root() / f"{stem}-{tok}{vocab_size}-{digest}"
 

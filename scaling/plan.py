@@ -14,8 +14,7 @@ from scaling.config import SizeList, SweepConfig
 from scaling.errors import UserError
 from scaling.flops import ModelShape, params_non_embedding, params_total, train_flops_per_seq
 from scaling.ladder import ShapeSpec, generate_ladder, load_ladder, parse_shapes
-from scaling.paths import shards_dir
-from scaling.spec import DataSpec, EvalSpec, OptimSpec, RunSpec, budget_tag
+from scaling.spec import DataSpec, EvalSpec, OptimSpec, RunSpec, budget_tag, data_folder
 
 DEVIATION_WARN = 0.01  # achieved FLOPs further than this from the budget gets a warning
 MAX_STEPS = 2**53  # step counts above this lose integer precision as floats (and near int64's end)
@@ -188,7 +187,9 @@ def plan_run(
             vocab_size=d.vocab_size,
             seq_len=d.seq_len,
             val_fraction=d.val_fraction,
-            shards=str(shards_dir(d.corpus, d.tokenizer, d.vocab_size, d.val_fraction)),
+            shards=str(data_folder(d)),
+            val_files=d.val_files,
+            text_field=d.text_field,
         ),
         eval=EvalSpec(
             every=max(1, steps // max(1, cfg.eval.evals_per_run)),

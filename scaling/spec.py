@@ -39,12 +39,27 @@ class OptimSpec:
 
 @dataclass(frozen=True)
 class DataSpec:
-    corpus: str  # shakespeare | text file / folder path | ...
+    corpus: str  # shakespeare | file | folder | glob | saved HF dataset (docs/data.md)
     tokenizer: str  # bytes | bpe | hf:PATH | spm:PATH
-    vocab_size: int  # tokenizer vocabulary, without [MASK]
+    vocab_size: int  # tokenizer ids with the end-of-document id, without [MASK]
     seq_len: int
-    val_fraction: float = 0.05
-    shards: str = ""  # folder holding train/val shards; bookkeeping, not part of the key
+    val_fraction: float = 0.07
+    shards: str = ""  # the prepared folder (manifest.json); bookkeeping, not part of the key
+    val_files: str = ""  # a validation corpus instead of val_fraction
+    text_field: str = "text"
+
+
+def data_folder(data: Any) -> Path:
+    """The prepared folder of a DataSpec or the sweep's DataConfig: `shards` if set (a folder or its
+    manifest.json), else the folder under $SCALING_DATA named by what determines the content."""
+    from scaling.paths import shards_dir
+
+    if getattr(data, "shards", ""):
+        given = Path(data.shards)
+        return given.parent if given.name == "manifest.json" else given
+    defaults = {"val_files": "", "text_field": "text"}
+    extra = {k: getattr(data, k) for k, v in defaults.items() if getattr(data, k, v) != v}
+    return shards_dir(data.corpus, data.tokenizer, data.vocab_size, data.val_fraction, **extra)
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ def byte_shards(tmp_path_factory, text_corpus) -> Path:
     return prepare(
         str(text_corpus),
         "bytes",
-        256,
+        257,  # 256 bytes and the end-of-document id
         0.2,
         out=tmp_path_factory.mktemp("shards") / "bytes",
         log=lambda s: None,
@@ -50,7 +50,7 @@ def tiny_spec(shards: Path, arm: str = "mdlm-elbo", steps: int = 6, **changes):
     ident = read_sidecar(shards)["identity"]
 
     parts = {
-        "model": ModelShape("d16-l1", 16, 1, 2, 257, 32),
+        "model": ModelShape("d16-l1", 16, 1, 2, 258, 32),
         "optim": OptimSpec(lr=3e-3, min_lr=3e-4, warmup_steps=2),
         "data": DataSpec(
             ident["corpus"], ident["tokenizer"], ident["vocab_size"], 32, ident["val_fraction"], str(shards)

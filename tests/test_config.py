@@ -191,7 +191,7 @@ def test_misspelt_keys_and_wrong_types_name_the_key(overrides, message):
         (
             "smoke",
             ["budgets=[1e30]"],
-            "budget 1e30 gives ar d8-l1 3.88e+23 steps, more than 2**53: lower it to at most 2.32e22, "
+            "budget 1e30 gives ar d8-l1 3.87e+23 steps, more than 2**53: lower it to at most 2.32e22, "
             "e.g. budgets=[2.32e22]",
             "budgets=[2.32e22]",
         ),

@@ -46,7 +46,7 @@ seeds: [0]
 flops_convention: attention
 {LADDER}sizes: [{{models: [d8-l1, d16-l1]}}]
 expected_tokens_per_param: 200
-data: {{corpus: "{corpus}", tokenizer: bytes, vocab_size: 256, seq_len: 32, val_fraction: 0.2}}
+data: {{corpus: "{corpus}", tokenizer: bytes, vocab_size: 257, seq_len: 32, val_fraction: 0.2}}
 train: {{global_batch: 4, lr: 1e-2, warmup_fraction: 0.1, min_warmup_steps: 2, checkpoint_every: 10}}
 eval: {{evals_per_run: 2, sequences: 8, t_per_seq: 2}}
 """
@@ -57,7 +57,7 @@ eval: {{evals_per_run: 2, sequences: 8, t_per_seq: 2}}
 def long_run_overrides(steps: int, arm: str = "mdlm-ce") -> list[str]:
     """One d64-l2 run of exactly `steps` steps (~16 ms each on one core): long enough for a signal
     to land in the middle of real training."""
-    shape = ModelShape("d64-l2", 64, 2, 2, 257, 32)
+    shape = ModelShape("d64-l2", 64, 2, 2, 258, 32)
     budget = steps * train_flops_per_seq(shape, "attention", arm) * 4 * (1 + 1e-6)
     return [
         f"arms=[{arm}]",

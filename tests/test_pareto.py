@@ -31,7 +31,7 @@ from trainer.frontier import judge_nll
 from trainer.loop import train
 
 ARMS = ("ar", "mdlm-ce", "duo", "eso")
-SIZES = (ModelShape("d16-l1", 16, 1, 2, 257, 32), ModelShape("d8-l1", 8, 1, 2, 257, 32))
+SIZES = (ModelShape("d16-l1", 16, 1, 2, 258, 32), ModelShape("d8-l1", 8, 1, 2, 258, 32))
 
 
 def test_pareto_flags_on_a_hand_made_table():

@@ -34,7 +34,7 @@ def _spec_file(folder: Path, shards: Path, arm: str, checkpoint_every: int) -> P
         steps=STEPS,
         checkpoint_every=checkpoint_every,
         global_batch=8,
-        **{"model": ModelShape("d32-l2", 32, 2, 2, 257, 32), "eval.every": 50},
+        **{"model": ModelShape("d32-l2", 32, 2, 2, 258, 32), "eval.every": 50},
     )
     path = folder / f"{arm}-{checkpoint_every}.yaml"
     path.write_text(spec.to_yaml())

