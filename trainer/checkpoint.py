@@ -2,6 +2,11 @@
 digest written after it, so a torn or corrupted file is detected (torch does not checksum tensor
 data). The newest two are kept; loading falls back from a bad newest one to the previous one.
 
+A checkpoint is streamed to its temp file while it is hashed, and read back memory-mapped after a
+streamed check of its digest: host memory never holds a second copy of the states (a 2B-parameter
+run's checkpoint is 28 GB, and every rank of a node loads it). Once a run is done, its last
+checkpoint is rewritten without the optimizer's state (`finalize`: a third of the size).
+
 The payload is made of tensors, numbers, strings and lists only, so it loads with
 `torch.load(weights_only=True)`; RNG states are converted to and from such types here.
 """
@@ -13,7 +18,7 @@ import io
 import random
 import re
 from pathlib import Path
-from typing import cast
+from typing import IO, cast
 
 import numpy as np
 import torch
@@ -43,30 +48,67 @@ def listing(run_dir: str | Path) -> list[tuple[int, Path]]:
     return sorted(found, reverse=True)
 
 
+class _Hashing(io.RawIOBase):
+    """A write-only stream that hashes what passes through it to `file`."""
+
+    def __init__(self, file: IO[bytes], digest) -> None:
+        self.file, self.digest = file, digest
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:  # type: ignore[override]
+        self.digest.update(data)
+        return self.file.write(data)
+
+
 def save(run_dir: str | Path, step: int, state: dict) -> Path:
-    buf = io.BytesIO()
-    torch.save({"format": FORMAT, "step": step, **state}, buf)
-    payload = buf.getvalue()
     path = folder(run_dir) / f"step-{step}.pt"
-    atomic.write_bytes(path, payload)
-    atomic.write_text(path.with_suffix(".sha256"), hashlib.sha256(payload).hexdigest() + "\n")
+    write(path, {"format": FORMAT, "step": step, **state})
     for _, old in listing(run_dir)[KEEP:]:
         old.with_suffix(".sha256").unlink(missing_ok=True)
         old.unlink(missing_ok=True)
     return path
 
 
+def write(path: Path, state: dict) -> None:
+    """`path` and its digest file, the state streamed to disk (no copy of it in memory)."""
+    digest = hashlib.sha256()
+    with atomic.replacing(path) as f:
+        torch.save(state, _Hashing(f, digest))
+    atomic.write_text(path.with_suffix(".sha256"), digest.hexdigest() + "\n")
+
+
+def finalize(run_dir: str | Path) -> None:
+    """A done run keeps only its final weights: the optimizer's state leaves its last checkpoint."""
+    found = listing(run_dir)
+    if not found:
+        return
+    path = found[0][1]
+    state = read(path)
+    if "optimizer" in state:
+        write(path, {k: v for k, v in state.items() if k != "optimizer"})
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 24):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def read(path: Path) -> dict:
-    """One checkpoint, verified against its digest; ValueError says why it is unusable."""
+    """One checkpoint, verified against its digest and memory-mapped (its tensors are backed by the
+    file until written to); ValueError says why it is unusable."""
     try:
         digest = path.with_suffix(".sha256").read_text().strip()
     except FileNotFoundError:
         raise ValueError("no digest file (the write was interrupted)") from None
-    payload = path.read_bytes()
-    if hashlib.sha256(payload).hexdigest() != digest:
+    if _file_digest(path) != digest:
         raise ValueError("content does not match its sha256 digest")
     try:
-        state = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as e:  # torch raises RuntimeError, UnpicklingError, ... for bad files
         raise ValueError(f"torch.load failed: {str(e).splitlines()[0]}") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:

@@ -358,7 +358,10 @@ class _Session:
             self.sampler.load_state_dict(state["data"])  # UserError if the shards changed
 
         torch.manual_seed(spec.seed)
-        self.model = DiT(spec.model).to(self.place)
+        self.model = DiT(spec.model)
+        if state is not None:  # the checkpoint's memory-mapped tensors become the weights: no copy
+            self.model.load_state_dict(state["model"], assign=True)
+        self.model.to(self.place)
         self.model.checkpoint_blocks = spec.activation_checkpointing
         cuda = device.type == "cuda"
         self.optimizer = torch.optim.AdamW(
@@ -408,8 +411,7 @@ class _Session:
             self.log(msg)
 
     def _restore(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        self.optimizer.load_state_dict(state["optimizer"])  # the weights were loaded with the model
         # checkpoints of earlier versions timed every step
         self.stats = RunStats.from_checkpoint(state["stats"], state["step"])
         self.stats.restarts += 1
@@ -646,6 +648,8 @@ class _Session:
             git_sha=paths.git_sha(),
         )
         if self.env.is_main:
+            if diverged_step is None:
+                checkpoint.finalize(self.run_dir)  # the final weights stay, the optimizer's state goes
             store.write_result(self.run_dir, result)
             if diverged_step is None:
                 store.write_status(self.run_dir, "done")
