@@ -413,3 +413,64 @@ def test_incompatible_results_folder_is_refused_untouched(env, capsys, command):
     assert "incompatible version" in err and "store_version 0" in err
     assert tree_digest(env / "results") == before
     assert not (env / "data").exists()
+
+
+@pytest.mark.slurm
+def test_two_tasks_train_one_run_with_ddp_through_srun(slurm_cluster, env, submitted):
+    """A run given two tasks (CPU, gloo): SLURM's variables make them ranks 0 and 1 of one DDP run,
+    which ends at the loss of a single process (the noise is keyed by sequence, not by rank)."""
+    sweep_dir = env / "results" / "t"
+    spec = long_spec(steps=40)
+    ref = reference(env, spec)
+    two = slurm_executor(
+        resources=[
+            {
+                "max_params": 1e12,
+                "gpus_per_node": 0,
+                "tasks_per_node": 2,
+                "cpus_per_task": 1,
+                "mem_gb": 1,
+                "timeout_min": 10,
+            }
+        ]
+    )
+    run_dir = sweep_dir / "runs" / spec.run_key
+    submit(two, sweep_dir, [(spec, run_dir)], submitted)
+    watch([run_dir], timeout=300)
+    result = store.read_result(run_dir)
+    assert result is not None and result.world_size == 2, (run_dir / "logs" / "train.log").read_text()[-2000:]
+    assert result.val_loss == pytest.approx(reference_loss(env, ref), rel=1e-5)
+    assert (run_dir / "logs" / "train.rank1.log").exists()
+
+
+def test_rendezvous_port_and_host_without_scontrol(monkeypatch):
+    from trainer import distributed
+
+    assert distributed.first_host("gpu[003-005,9],cpu1") == "gpu003"
+    assert distributed.first_host("node7,node8") == "node7"
+    monkeypatch.setenv("PATH", "/nonexistent")
+    monkeypatch.delenv("MASTER_ADDR", raising=False)
+    monkeypatch.delenv("MASTER_PORT", raising=False)
+    monkeypatch.setenv("SLURM_JOB_NODELIST", "a[10-11]")
+    monkeypatch.setenv("SLURM_JOB_ID", "1234567")
+    distributed._slurm_rendezvous()
+    assert os.environ["MASTER_ADDR"] == "a10"
+    port = int(os.environ["MASTER_PORT"])
+    assert 20000 <= port < 30000 and port == 20000 + 1234567 % 10000  # below the ephemeral range
+
+
+@pytest.mark.parametrize(
+    "how, params, extra",
+    [
+        ("gpus_per_node", {"gpus_per_node": 4}, {}),
+        ("gpus_per_task", {}, {"gpus-per-task": 1}),
+        ("gres", {}, {"gres": "gpu:4"}),
+    ],
+)
+def test_gpus_are_asked_for_as_the_cluster_wants_with_one_task_per_gpu(how, params, extra):
+    executor = slurm_executor(gpu_request=how, sbatch={"exclusive": True})
+    r = executor.config.resources[0].__class__(max_params=1e9, gpus_per_node=4)
+    got = executor.parameters(r, "s", 60)
+    assert got["tasks_per_node"] == 4 and got["timeout_min"] == 60
+    assert ("gpus_per_node" in got) == bool(params) and all(got[k] == v for k, v in params.items())
+    assert got["slurm_additional_parameters"] == {"exclusive": True, **extra}

@@ -10,6 +10,7 @@ gloo on CPU.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from dataclasses import dataclass
 
@@ -49,18 +50,37 @@ def is_main() -> bool:
     return detect().is_main
 
 
+PORT_BASE, PORT_SPAN = 20000, 10000  # rendezvous ports 20000-29999: below Linux's ephemeral range
+
+
 def _slurm_rendezvous() -> None:
     env = os.environ
     if "MASTER_ADDR" not in env:
         nodes = env.get("SLURM_JOB_NODELIST") or env.get("SLURM_NODELIST", "localhost")
         try:
             out = subprocess.run(
-                ["scontrol", "show", "hostnames", nodes], capture_output=True, text=True, check=True
+                ["scontrol", "show", "hostnames", nodes],
+                capture_output=True,
+                text=True,
+                check=True,
+                timeout=30,
             )
             env["MASTER_ADDR"] = out.stdout.split()[0]
-        except (OSError, subprocess.CalledProcessError, IndexError):
-            env["MASTER_ADDR"] = nodes.split(",")[0]
-    env.setdefault("MASTER_PORT", str(20000 + int(env.get("SLURM_JOB_ID", "0")) % 20000))
+        except (OSError, subprocess.SubprocessError, IndexError):
+            env["MASTER_ADDR"] = first_host(nodes)
+    # one port per job: jobs sharing a node do not collide
+    env.setdefault("MASTER_PORT", str(PORT_BASE + int(env.get("SLURM_JOB_ID", "0")) % PORT_SPAN))
+
+
+def first_host(nodelist: str) -> str:
+    """The first host of a SLURM node list: 'gpu[003-005,9],cpu1' -> 'gpu003' (for want of scontrol)."""
+    head = re.match(r"([^,\[]*)(?:\[([^\]]*)\])?", nodelist.strip())
+    if head is None or not head.group(1) and not head.group(2):
+        return "localhost"
+    prefix, ranges = head.group(1), head.group(2)
+    if not ranges:
+        return prefix
+    return prefix + ranges.split(",")[0].split("-")[0]  # zero padding is kept as written
 
 
 def init(env: DistEnv, device: torch.device) -> None:

@@ -45,6 +45,7 @@ from scaling.hardware import Hardware, require_peak
 from scaling.placement import Placement, place
 
 COMMANDS = ["sbatch", "squeue", "scancel", "scontrol"]
+GPU_REQUESTS = ("gpus_per_node", "gpus_per_task", "gres")
 PENDING = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "SUSPENDED", "RESV_DEL_HOLD", "STOPPED"}
 RUNNING = {"RUNNING", "COMPLETING", "CONFIGURING", "SIGNALING", "STAGE_OUT", "RESIZING"}
 
@@ -58,7 +59,8 @@ class Resources:
     nodes: int = 1
     cpus_per_task: int = 8
     mem_gb: float = 64
-    timeout_min: int = 1440
+    timeout_min: int = 1440  # the longest job to ask for; a run asks for what its compute needs
+    tasks_per_node: int = 0  # 0: one per GPU (one without GPUs); on CPU nodes, DDP over this many processes
 
 
 @dataclass(frozen=True)
@@ -74,7 +76,10 @@ class SlurmConfig:
     sbatch: dict[str, Any] = field(default_factory=dict)  # any other `#SBATCH --key=value`
     setup: list[str] = field(default_factory=list)  # shell lines run before the job (module load ...)
     resources: list[Resources] = field(default_factory=lambda: [Resources(max_params=float("inf"))])
-    gpu: str | None = None  # the card (H100, A100, ...: scaling/hardware.py): sizes micro-batches and time limits
+    gpu_request: str = "gpus_per_node"  # gpus_per_node | gpus_per_task | gres (--gres=gpu:N)
+    gpu: str | None = (
+        None  # the card (H100, A100, ...: scaling/hardware.py): sizes micro-batches and time limits
+    )
     gpu_mem_gb: float = 0.0  # its memory; 0: the card's datasheet size is not assumed, give it
     mfu: float = 0.35  # assumed for GPU-hours and time limits until measured runs say better
     time_margin: float = 1.3  # a job's time limit is the estimate x this (+ start-up), at most timeout_min
@@ -84,6 +89,10 @@ class SlurmConfig:
     def __post_init__(self) -> None:
         if not self.resources:
             raise UserError("cluster.resources must be a non-empty list of {max_params, gpus_per_node, ...}")
+        if self.gpu_request not in GPU_REQUESTS:
+            raise UserError(
+                f"cluster.gpu_request {self.gpu_request!r}: choose from {', '.join(GPU_REQUESTS)}"
+            )
         if self.gpu is not None:
             require_peak(self.gpu)
             if self.gpu_mem_gb <= 0:
@@ -164,13 +173,20 @@ class SlurmExecutor(Executor):
             "slurm_array_parallelism": c.array_parallelism,
             "slurm_signal_delay_s": c.signal_delay_s,
         }
+        extra = dict(c.sbatch)
         if r.gpus_per_node:
-            params["gpus_per_node"] = r.gpus_per_node
+            # how the cluster wants GPUs asked for; either way one task (process) per GPU
+            if c.gpu_request == "gpus_per_node":
+                params["gpus_per_node"] = r.gpus_per_node
+            elif c.gpu_request == "gpus_per_task":
+                extra["gpus-per-task"] = 1
+            else:
+                extra["gres"] = f"gpu:{r.gpus_per_node}"
         for key in ("partition", "account", "qos", "constraint"):
             if getattr(c, key):
                 params[f"slurm_{key}"] = getattr(c, key)
-        if c.sbatch:
-            params["slurm_additional_parameters"] = dict(c.sbatch)
+        if extra:
+            params["slurm_additional_parameters"] = extra
         if c.setup:
             params["slurm_setup"] = list(c.setup)
         return params
@@ -186,7 +202,7 @@ class SlurmExecutor(Executor):
 
 
 def tasks_per_node(r: Resources) -> int:
-    return max(1, r.gpus_per_node)  # one process per GPU
+    return r.tasks_per_node or max(1, r.gpus_per_node)  # one process per GPU
 
 
 def _sbatch_error(text: str) -> str:
@@ -349,6 +365,8 @@ class TrainJob(submitit.helpers.Checkpointable):
         if self._terminated or rc == store.EXIT_PREEMPTED:
             # checkpointed after SIGTERM (requeue, cancel) or USR2 (rank > 0; rank 0 requeues)
             return {"interrupted": True}
+        if rc == store.EXIT_OK and not rank0:  # rank 0 wrote result.json; a shared disk may show it late
+            return {"status": "done"}
         assert rc is not None  # _wait without a timeout returns the exit code
         reason = exit_reason(rc, log_path)
         if rank0:
