@@ -30,7 +30,7 @@ from omegaconf import MISSING
 
 from scaling.arms import arm_info
 from scaling.errors import UserError
-from scaling.paths import sweeps_search_path
+from scaling.paths import UNSAFE_CHAR, check_name, sweeps_search_path
 from scaling.spec import COMPILE, PRECISIONS
 from scaling.trackers import parse_trackers
 
@@ -91,6 +91,7 @@ class TrainConfig:
     precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on the CPU), bf16, fp32
     compile: str = "auto"  # torch.compile of the model: auto (on CUDA only), on, off
     checkpoint_every: int = 0
+    checkpoint_minutes: float = 0  # also checkpoint every this many minutes (0: off): a requeue loses less
     # jsonl (always on), tensorboard, wandb or wandb:[ENTITY/]PROJECT: scaling/trackers.py
     loggers: list[str] = field(default_factory=lambda: ["jsonl"])
 
@@ -101,6 +102,7 @@ class EvalConfig:
     sequences: int = 64
     t_per_seq: int = 8
     seed: int = 1234
+    final_sequences: int = 0  # windows of the last evaluation (0: sequences); sized for its standard error
 
 
 @dataclass
@@ -128,7 +130,7 @@ SCHEMA_NAME = "_sweep_schema"
 ENTRY_NAME = "_sweep_entry"
 GROUPS = ("cluster",)  # config groups of a sweep (folders beside the sweep files)
 LATE_KEYS = ("ladder", "size_rule")  # overrides applied after Hydra's composition (see _apply_late)
-NAME_CHARS = re.compile(r"[^A-Za-z0-9._=+-]")
+
 MISSING_EXAMPLES = {
     "arms": "arms=[ar]",
     "budgets": "budgets=[1e12]",
@@ -245,7 +247,7 @@ def _label(text: str) -> str:
 
 def _safe_name(text: str) -> str:
     text = re.sub(r"[\[\]{}'\" ]", "", text)
-    return NAME_CHARS.sub("_", text.replace(",", "_").replace(":", "_").replace("/", "_"))
+    return UNSAFE_CHAR.sub("_", text.replace(",", "_").replace(":", "_").replace("/", "_"))
 
 
 def sweep_from_dict(raw: dict) -> SweepConfig:
@@ -404,6 +406,7 @@ def check_sweep(cfg: SweepConfig) -> None:
     """The checks that types cannot express; each failure is a one-line UserError."""
     from scaling.flops import CONVENTIONS
 
+    check_name(cfg.name, "sweep name")
     if not cfg.arms:
         raise UserError("arms is empty: give at least one arm, e.g. arms=[ar]")
     for arm in cfg.arms:
@@ -451,6 +454,8 @@ def check_sweep(cfg: SweepConfig) -> None:
         raise UserError(f"train.betas must be two numbers, e.g. train.betas=[0.9,0.95], got {t.betas}")
     for key in ("evals_per_run", "sequences", "t_per_seq"):
         _positive(f"eval.{key}", getattr(e, key))
+    if e.final_sequences < 0:
+        raise UserError(f"eval.final_sequences must be >= 0 (0: eval.sequences), got {e.final_sequences}")
     rule = cfg.size_rule
     if rule is not None:
         if not 0 < rule.min_tokens_per_param <= rule.max_tokens_per_param < math.inf:

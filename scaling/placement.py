@@ -23,6 +23,7 @@ from scaling.hardware import Hardware
 from scaling.spec import RunSpec, budget_tag
 
 OVERHEAD_MIN = 10  # start-up, torch.compile, evaluations' start, checkpoint writes per job
+WRITE_BYTES_PER_S = 300e6  # assumed shared-filesystem write rate of one checkpoint (a cautious guess)
 MIN_LIMIT_MIN = 30
 LIMIT_STEP_MIN = 30
 
@@ -39,6 +40,7 @@ class Placement:
     time_limit_min: int | None
     requeues: int  # the jobs after the first that the run needs at that time limit
     problems: tuple[str, ...] = ()
+    signal_delay_s: int = 0  # how long before its time limit the job is told to checkpoint (0: the config's)
 
 
 def run_flops(spec: RunSpec) -> float:
@@ -99,6 +101,7 @@ def place(
         limit,
         requeues,
         tuple(problems),
+        signal_delay_s=math.ceil(60 + 2 * save_seconds(spec)),
     )
 
 
@@ -117,6 +120,12 @@ def apply(spec: RunSpec, placement: Placement) -> RunSpec:
 def checkpoint_bytes(spec: RunSpec) -> float:
     """A checkpoint of the run: fp32 weights and AdamW's two moments (the final one: weights only)."""
     return 12 * params_total(spec.model)
+
+
+def save_seconds(spec: RunSpec) -> float:
+    """The time a checkpoint of the run may take to write (at WRITE_BYTES_PER_S), for the warning
+    before a time limit and the process group's timeout (the other ranks wait while rank 0 saves)."""
+    return checkpoint_bytes(spec) / WRITE_BYTES_PER_S
 
 
 COLUMNS = ["gpus", "micro", "accum", "ckpt", "shard", "gb_gpu", "gpu_h", "limit_min", "requeues"]

@@ -196,11 +196,13 @@ def plan_run(
             sequences=cfg.eval.sequences,
             t_per_seq=cfg.eval.t_per_seq,
             seed=cfg.eval.seed,
+            final_sequences=cfg.eval.final_sequences,
         ),
         seed=seed,
         precision=t.precision,
         compile=t.compile,
         checkpoint_every=t.checkpoint_every,
+        checkpoint_minutes=t.checkpoint_minutes,
         loggers=tuple(t.loggers),
         sweep=cfg.name,
     )

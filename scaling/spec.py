@@ -89,6 +89,7 @@ class RunSpec:
     precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
     compile: str = "auto"  # torch.compile of the model: auto (on CUDA only), on, off
     checkpoint_every: int = 0  # 0: only on signals and at the end
+    checkpoint_minutes: float = 0  # also every this many minutes of training (0: off)
     loggers: tuple[str, ...] = ("jsonl",)  # where metrics go besides the run folder (scaling.trackers)
     sweep: str = ""
     version: int = SPEC_VERSION
@@ -130,6 +131,7 @@ class RunSpec:
 _KEY_EXCLUDED = {
     "sweep",
     "checkpoint_every",
+    "checkpoint_minutes",
     "compile",
     "loggers",
     "micro_batch",

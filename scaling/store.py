@@ -156,6 +156,7 @@ class RunResult:
     attention: str | None = None  # the attention backend: flash or sdpa
     compile_s: float | None = None  # torch.compile's first-step time, outside tokens_per_s and mfu
     max_memory_gb: float | None = None  # peak allocated memory of one device (CUDA only)
+    checkpoint_s: float | None = None  # the longest checkpoint write: what a stop signal must wait for
     world_size: int = 1
     restarts: int = 0
     diverged_step: int | None = None

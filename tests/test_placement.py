@@ -65,3 +65,11 @@ def test_a_cpu_cluster_keeps_the_specs_micro_batch(capsys):
     assert main(["plan", "tiny", "cluster=slurm-cpu"]) == 0
     out = capsys.readouterr().out
     assert "gpu_h" not in out.splitlines()[0]
+
+
+def test_a_large_run_is_warned_early_enough_to_write_its_checkpoint(paper):
+    big = max(paper.runs, key=lambda s: s.model.d_model)
+    small = min(paper.runs, key=lambda s: s.model.d_model)
+    p_big, p_small = (placement.place(s, 8, H100, 1440, 3) for s in (big, small))
+    assert p_big.signal_delay_s >= 60 + 2 * placement.checkpoint_bytes(big) / placement.WRITE_BYTES_PER_S
+    assert p_small.signal_delay_s < p_big.signal_delay_s

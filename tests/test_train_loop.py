@@ -251,3 +251,16 @@ def test_bad_input_exits_2_and_leaves_the_run_folder_alone(tmp_path, byte_shards
     # a folder holding another run's spec
     code, err = _cli(str(spec_file), "--out", str(foreign))
     assert code == 2 and "holds run" in err
+
+
+def test_checkpoints_by_the_clock_and_their_time_is_recorded(tmp_path, byte_shards):
+    spec = tiny_spec(byte_shards, steps=8, checkpoint_minutes=1e-7)  # due at every read of the losses
+    result = train(spec, tmp_path / "clock", log=_quiet)
+    assert [s for s, _ in checkpoint.listing(tmp_path / "clock")] == [8, 7]
+    assert result.checkpoint_s is not None and result.checkpoint_s >= 0
+    plain = train(tiny_spec(byte_shards, steps=8), tmp_path / "plain", log=_quiet)
+    assert [s for s, _ in checkpoint.listing(tmp_path / "plain")] == [8]
+    assert plain.val_loss == result.val_loss  # checkpoints change nothing
+    assert "optimizer" not in checkpoint.read(checkpoint.listing(tmp_path / "plain")[0][1])  # a done run
+    (tmp_path / "plain" / "result.json").unlink()  # its result deleted: it ends again from that checkpoint
+    assert train(tiny_spec(byte_shards, steps=8), tmp_path / "plain", log=_quiet).val_loss == plain.val_loss

@@ -13,6 +13,7 @@ import os
 import re
 import subprocess
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -83,13 +84,16 @@ def first_host(nodelist: str) -> str:
     return prefix + ranges.split(",")[0].split("-")[0]  # zero padding is kept as written
 
 
-def init(env: DistEnv, device: torch.device) -> None:
+def init(env: DistEnv, device: torch.device, timeout_s: float = 1800) -> None:
+    """The process group; `timeout_s` bounds every collective (set above the longest checkpoint
+    write, during which the other ranks wait for rank 0)."""
     if not env.enabled or dist.is_initialized():
         return
     if "RANK" not in os.environ:
         _slurm_rendezvous()
     backend = "nccl" if device.type == "cuda" else "gloo"
-    dist.init_process_group(backend, rank=env.rank, world_size=env.world_size)
+    timeout = timedelta(seconds=max(1800, timeout_s))
+    dist.init_process_group(backend, rank=env.rank, world_size=env.world_size, timeout=timeout)
 
 
 def shutdown() -> None:

@@ -51,7 +51,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from scaling import atomic, paths, records, store
+from scaling import atomic, paths, placement, records, store
 from scaling.errors import UserError
 from scaling.flops import CONVENTIONS, train_flops_per_seq
 from scaling.spec import PRECISIONS, SHARDINGS, RunSpec
@@ -140,6 +140,7 @@ class RunStats:
     train_time: float = 0.0  # seconds of timed training steps (compilation and evaluation excluded)
     timed_steps: int = 0
     compile_s: float | None = None
+    checkpoint_s: float | None = None  # the longest checkpoint write
     wall_s: float = 0.0
     restarts: int = 0
     recent: list[float] = field(default_factory=list)  # the last training losses
@@ -201,7 +202,7 @@ def evaluate(
             if c % env.world_size != env.rank:
                 continue
             idx = np.arange(start, min(n, start + per_chunk))
-            x = torch.from_numpy(windows[idx]).to(place).repeat_interleave(k, dim=0)
+            x = torch.from_numpy(windows[idx].astype(np.int64)).to(place).repeat_interleave(k, dim=0)
             t = torch.cat([_times(arm, k, ui) for ui in u[idx]]) if diffusion else None
             rows = Noise((spec.eval.seed,), first_row=start * k, device=place)  # keyed by (window, time)
             losses = arm.validation_loss(model, x, t, rows).double().view(len(idx), k)
@@ -258,7 +259,8 @@ def train(spec: RunSpec, run_dir: str | Path, *, handle_signals: bool = True, lo
         if result is not None:
             return result
         device = accelerator.device_for(env.local_rank)
-        dist.init(env, accelerator.placement(device))  # nccl for CUDA tensors, gloo for CPU ones
+        # nccl for CUDA tensors, gloo for CPU ones; the other ranks may wait for rank 0's checkpoint
+        dist.init(env, accelerator.placement(device), timeout_s=600 + 4 * placement.save_seconds(spec))
         signals = _Signals(handle_signals)
         try:
             return _Session(spec, run_dir, arm, plan, env, device, log).run(signals)
@@ -336,6 +338,7 @@ class _Session:
         self.device, self.place = device, accelerator.placement(device)
         self.log = log or (lambda m: print(m, flush=True))
         self.started = time.time()
+        self.last_save = time.monotonic()
 
         # everything that can be wrong with the input is checked before run_dir is written
         if env.is_main:
@@ -411,7 +414,8 @@ class _Session:
             self.log(msg)
 
     def _restore(self, state: dict) -> None:
-        self.optimizer.load_state_dict(state["optimizer"])  # the weights were loaded with the model
+        if "optimizer" in state:  # a finished run's last checkpoint has none (nothing is left to train)
+            self.optimizer.load_state_dict(state["optimizer"])  # the weights were loaded with the model
         # checkpoints of earlier versions timed every step
         self.stats = RunStats.from_checkpoint(state["stats"], state["step"])
         self.stats.restarts += 1
@@ -481,7 +485,7 @@ class _Session:
             pending.append((step, lr, loss, norm))
             if not self._boundary(step):
                 continue
-            values, stop = self.read(pending, signals.received)
+            values, stop, due = self.read(pending, signals.received)
             elapsed = time.perf_counter() - t0
             if self.compiled and s == self.start:  # the first step compiled the model: timed apart
                 self.stats.compile_s = (self.stats.compile_s or 0.0) + elapsed
@@ -532,6 +536,7 @@ class _Session:
                 (spec.checkpoint_every > 0 and step % spec.checkpoint_every == 0)
                 or step == spec.steps
                 or stopping
+                or due
             ):
                 self.snapshot(step)
             if stopping:
@@ -564,25 +569,30 @@ class _Session:
 
     def read(
         self, pending: list[tuple[int, float, torch.Tensor, torch.Tensor]], signal_received: int
-    ) -> tuple[list[tuple[int, float, float, float]], bool]:
-        """The pending steps' losses averaged over ranks and their gradient norms, and whether any
-        rank received a stop signal: one all-reduce and one copy to the host."""
+    ) -> tuple[list[tuple[int, float, float, float]], bool, bool]:
+        """The pending steps' losses averaged over ranks and their gradient norms, whether any rank
+        received a stop signal and whether rank 0's clock says a checkpoint is due (every rank
+        must decide alike): one all-reduce and one copy to the host."""
         world = self.env.world_size
+        minutes = self.spec.checkpoint_minutes
+        due = minutes > 0 and self.env.is_main and time.monotonic() - self.last_save >= 60 * minutes
         flags = torch.cat(
             [
                 torch.stack([loss for _, _, loss, _ in pending]),
                 torch.stack([norm for _, _, _, norm in pending]) / world,  # identical on every rank
-                torch.tensor([float(signal_received)], device=self.place),
+                torch.tensor([float(signal_received), float(due)], device=self.place),
             ]
         )
         host = dist.all_reduce_sum(flags).tolist()
         n = len(pending)
         values = [(step, lr, host[i] / world, host[n + i]) for i, (step, lr, _, _) in enumerate(pending)]
-        return values, host[-1] > 0
+        return values, host[-2] > 0, host[-1] > 0
 
     def validate(self, step: int) -> None:
         n = len(self.windows) if step == self.spec.steps else self.spec.eval.sequences
-        val, err = evaluate(self.model, self.arm, self.windows[:n], self.spec, self.plan, self.env, self.device)
+        val, err = evaluate(
+            self.model, self.arm, self.windows[:n], self.spec, self.plan, self.env, self.device
+        )
         self.stats.last_eval = {"step": step, "val_loss": val, "val_loss_stderr": err}
         if self.env.is_main:
             self.loggers.eval(
@@ -598,6 +608,7 @@ class _Session:
         return self.stats.wall_s + time.time() - self.started
 
     def snapshot(self, step: int) -> None:
+        t0 = time.monotonic()
         rngs = dist.all_gather_objects(checkpoint.rng_state())
         if self.env.is_main:
             checkpoint.save(
@@ -615,6 +626,12 @@ class _Session:
                     "stats": asdict(replace(self.stats, wall_s=self.wall_s(), recent=list(self.recent))),
                 },
             )
+        dist.barrier()  # the other ranks wait here, not inside their next collective
+        seconds = time.monotonic() - t0
+        self.last_save = time.monotonic()
+        self.stats.checkpoint_s = max(self.stats.checkpoint_s or 0.0, seconds)
+        if seconds > 30:
+            self.say(f"[{self.spec.run_key}] checkpoint at step {step} took {seconds:.0f}s")
 
     def finish(self, progress: dict, diverged_step: int | None) -> store.RunResult:
         """Writes result.json and the final status; returns the result."""
@@ -640,6 +657,7 @@ class _Session:
             precision=accelerator.precision_name(self.spec.precision, self.device),
             attention=attention_backend(self.device, _compute_dtype(self.spec.precision, self.device)),
             compile_s=self.stats.compile_s,
+            checkpoint_s=self.stats.checkpoint_s,
             max_memory_gb=memory.get("max_allocated_gb"),
             world_size=self.env.world_size,
             restarts=self.stats.restarts,

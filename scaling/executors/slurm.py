@@ -72,7 +72,7 @@ class SlurmConfig:
     constraint: str | None = None
     array_parallelism: int = 64
     max_num_timeout: int = 3  # requeues after a time limit or preemption before the run fails
-    signal_delay_s: int = 120  # USR2 this long before the limit: time to write a checkpoint
+    signal_delay_s: int = 120  # USR2 at least this long before the limit (more for large checkpoints)
     sbatch: dict[str, Any] = field(default_factory=dict)  # any other `#SBATCH --key=value`
     setup: list[str] = field(default_factory=list)  # shell lines run before the job (module load ...)
     resources: list[Resources] = field(default_factory=lambda: [Resources(max_params=float("inf"))])
@@ -141,27 +141,30 @@ class SlurmExecutor(Executor):
         return place(run.spec, gpus, c.hardware, r.timeout_min, c.max_num_timeout, c.time_margin)
 
     def submit(self, sweep_dir: Path, runs: list[Run], record: Record) -> None:
-        groups: dict[tuple[Resources, int], list[Run]] = {}  # one array per resources and time limit
+        # one array per resources entry, time limit and warning time before the limit
+        groups: dict[tuple[Resources, int, int], list[Run]] = {}
         for run in runs:
-            limit = self.place(run).time_limit_min or self.config.resources_for(run).timeout_min
-            groups.setdefault((self.config.resources_for(run), limit), []).append(run)
+            placed = self.place(run)
+            limit = placed.time_limit_min or self.config.resources_for(run).timeout_min
+            delay = max(self.config.signal_delay_s, placed.signal_delay_s)
+            groups.setdefault((self.config.resources_for(run), limit, delay), []).append(run)
         stamp = time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}"
-        for i, ((resources, limit), group) in enumerate(groups.items()):
+        for i, ((resources, limit, delay), group) in enumerate(groups.items()):
             folder = sweep_dir / "submitit" / f"{stamp}-{i}"
             executor = submitit.AutoExecutor(
                 folder=folder, cluster="slurm", slurm_max_num_timeout=self.config.max_num_timeout
             )
-            executor.update_parameters(**self.parameters(resources, sweep_dir.name, limit))
+            executor.update_parameters(**self.parameters(resources, sweep_dir.name, limit, delay))
             try:
                 with contextlib.redirect_stderr(io.StringIO()):  # submitit echoes sbatch's stderr itself
-                    jobs = executor.map_array(
-                        TrainJob(self.config.signal_delay_s), [str(r.run_dir) for r in group]
-                    )
+                    jobs = executor.map_array(TrainJob(delay), [str(r.run_dir) for r in group])
             except UncompletedJobError as e:  # sbatch refused: its own words, on one line
                 raise UserError(f"sbatch refused the job array: {_sbatch_error(str(e))}") from None
             record({run.run_key: self.job_id(job.job_id) for run, job in zip(group, jobs)})
 
-    def parameters(self, r: Resources, name: str, timeout_min: int) -> dict[str, Any]:
+    def parameters(
+        self, r: Resources, name: str, timeout_min: int, signal_delay_s: int = 0
+    ) -> dict[str, Any]:
         c = self.config
         params: dict[str, Any] = {
             "name": name,
@@ -171,7 +174,7 @@ class SlurmExecutor(Executor):
             "cpus_per_task": r.cpus_per_task,
             "mem_gb": r.mem_gb,
             "slurm_array_parallelism": c.array_parallelism,
-            "slurm_signal_delay_s": c.signal_delay_s,
+            "slurm_signal_delay_s": max(c.signal_delay_s, signal_delay_s),
         }
         extra = dict(c.sbatch)
         if r.gpus_per_node:
