@@ -146,3 +146,21 @@ def test_cli_prepare_sweep_fills_the_folder_the_planner_names(tmp_path, monkeypa
         "format": data.DATA_FORMAT,
     }
     assert spec.data.shards in capsys.readouterr().out
+
+
+def test_sweep_data_can_point_at_a_prepared_manifest(byte_shards, text_corpus, tmp_path, monkeypatch):
+    from scaling.config import load_sweep
+    from scaling.plan import plan_sweep
+    from scaling.workflows.sweep import prepare_sweep_data
+
+    monkeypatch.setenv("SCALING_DATA", str(tmp_path))  # nothing may be prepared there
+    given = [
+        f"data.shards={byte_shards}/manifest.json",
+        f"data.corpus={text_corpus}",
+        "data.val_fraction=0.2",
+    ]
+    cfg = load_sweep("tiny", given)
+    assert prepare_sweep_data(cfg) == data.read_sidecar(byte_shards)["tokens"]
+    assert plan_sweep(cfg).runs[0].data.shards == str(byte_shards) and not any(tmp_path.iterdir())
+    with pytest.raises(UserError, match="val_fraction 0.2, the run wants 0.3: set data.val_fraction=0.2"):
+        prepare_sweep_data(load_sweep("tiny", [*given[:2], "data.val_fraction=0.3"]))

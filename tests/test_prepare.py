@@ -267,6 +267,13 @@ def test_gpt2_and_llama2_tokenizers_end_every_document_with_their_eos(tmp_path):
         assert (train, val) == (expected["train"], expected["val"])
         last = val[:-1][len(val) - 1 - val[:-1][::-1].index(eos) :] if eos in val[:-1] else val[:-1]
         assert data.load_tokenizer(folder).decode(last).strip() in docs  # the last validation document
+    gpt2.add_tokens(["<extra>"])  # the same path now holds another tokenizer
+    gpt2.save(str(tmp_path / "gpt2.json"))
+    with pytest.raises(UserError, match="prepared with another"):
+        data.check_prepared(
+            tmp_path / "gpt2",
+            data.Source(str(tmp_path / "c.jsonl"), f"hf:{tmp_path / 'gpt2.json'}", 50257, 0.2),
+        )
     with pytest.raises(UserError, match="set vocab_size 32000"):
         data.prepare(str(tmp_path / "c.jsonl"), f"spm:{spm}", 32001, 0.2, out=tmp_path / "x", log=_quiet)
 
@@ -274,7 +281,7 @@ def test_gpt2_and_llama2_tokenizers_end_every_document_with_their_eos(tmp_path):
 def test_token_stream_reads_across_shards(tmp_path):
     for k in range(5):
         (tmp_path / f"{k}.jsonl").write_bytes(_jsonl(_docs(3 + k, k)))
-    folder = data.prepare(str(tmp_path), out=tmp_path / "p", log=_quiet, val_fraction=0.01)
+    folder = data.prepare(str(tmp_path), out=tmp_path / "p", log=_quiet, val_fraction=0.2)
     manifest = data.read_manifest(folder)
     whole = np.concatenate(
         [
@@ -381,3 +388,10 @@ def test_prepare_refuses_a_foreign_folder(tmp_path, text_corpus):
             data.prepare(str(text_corpus), out=tmp_path / "y", log=_quiet, val_fraction=0.2)
         )["format"]
     )
+
+
+def test_a_split_without_documents_is_an_error_not_a_folder(tmp_path):
+    (tmp_path / "a.jsonl").write_bytes(_jsonl(_docs(3, 1)))
+    with pytest.raises(UserError, match=r"the val split has no document \(3 in train\): raise val_fraction"):
+        data.prepare(str(tmp_path / "a.jsonl"), out=tmp_path / "p", log=_quiet, val_fraction=0.001)
+    assert not (tmp_path / "p" / "manifest.json").exists()

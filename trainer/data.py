@@ -93,6 +93,16 @@ def check_prepared(folder: Path, data) -> dict:
                 f"{folder} holds data with {key} {found.get(key)!r}, the run wants {want!r}: "
                 f"set data.{key}={found.get(key)} or point data.shards at the right folder"
             )
+    _, tok_file = tokenizers.parse_kind(source.tokenizer)
+    if (
+        tok_file
+        and Path(tok_file).is_file()
+        and found.get("tokenizer_sha256") != tokenizers.file_digest(tok_file)
+    ):
+        raise UserError(
+            f"{folder} was prepared with another {tok_file} (its sha256 differs): prepare into another folder "
+            "(data.shards=...) or restore the file"
+        )
     stale = stale_sources(manifest)
     if stale:
         raise UserError(

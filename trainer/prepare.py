@@ -252,6 +252,18 @@ def prepare(
             f"and kept): fix or remove the file and prepare again"
         )
     manifest = _manifest(job, the_plan, tok)
+    docs = {s: manifest["splits"][s]["documents"] for s in SPLITS}
+    for split, other in (("val", "train"), ("train", "val")):
+        if docs[split] == 0:  # before the manifest: a split without documents is no prepared data
+            fix = (
+                "raise val_fraction (docs/data.md: a hash decides per document)"
+                if split == "val"
+                else "lower val_fraction"
+            )
+            raise UserError(
+                f"{source.corpus}: the {split} split has no document ({docs[other]} in {other}): {fix}"
+                + (" or give val_files" if split == "val" and not source.val_files else "")
+            )
     atomic.write_json(folder / MANIFEST, manifest)
     counts = ", ".join(
         f"{s} {manifest['splits'][s]['tokens']:,} tokens ({manifest['splits'][s]['documents']:,} documents)"

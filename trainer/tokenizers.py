@@ -56,6 +56,12 @@ def parse(tokenizer: str) -> tuple[str, str | None]:
     return kind, path or None
 
 
+def parse_kind(tokenizer: str) -> tuple[str, str | None]:
+    """Like parse, without requiring the file to exist (a compute node may lack it)."""
+    kind, _, path = tokenizer.partition(":")
+    return kind, path or None
+
+
 def file_digest(path: str | Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

@@ -38,7 +38,10 @@ def prepare_for_sweep(cfg: SweepConfig, say: Callable[[str], None] = print) -> P
     executor = executor_for(cfg.cluster)
     if executor.name == "slurm":
         return _on_slurm(d, executor.config, folder, say)
-    return data.prepare_data(d, log=say, workers=d.workers)
+    cores = prepare.available_cores()
+    if d.workers > cores:
+        say(f"data: {d.workers} workers asked, this machine has {cores} cores: using {cores}")
+    return data.prepare_data(d, log=say, workers=min(d.workers or cores, cores))
 
 
 def prepare_argv(d: DataConfig, folder: Path, workers: int) -> list[str]:
