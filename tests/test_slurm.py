@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -291,7 +292,6 @@ def test_requeue_cancel_kill_and_failure_are_reported(slurm_cluster, env, capsys
     requeue, cancel, kill, fail = (
         sweep_dir / "runs" / name for name in ("requeue", "cancel", "kill", "fail")
     )
-    from dataclasses import replace
 
     broken = replace(
         spec, seed=7, data=replace(spec.data, corpus=str(env / "missing.txt"), shards=str(env / "none"))
@@ -333,7 +333,6 @@ def test_requeue_cancel_kill_and_failure_are_reported(slurm_cluster, env, capsys
 def test_cancel_marks_queued_and_running_jobs(slurm_cluster, env, capsys, submitted):
     sweep_dir = env / "results" / "t"
     spec = long_spec(steps=1500)
-    from dataclasses import replace
 
     run_dirs = [sweep_dir / "runs" / f"r{i}" for i in range(3)]  # 2 CPUs: two run, one waits
     submit(
@@ -474,3 +473,37 @@ def test_gpus_are_asked_for_as_the_cluster_wants_with_one_task_per_gpu(how, para
     assert got["tasks_per_node"] == 4 and got["timeout_min"] == 60
     assert ("gpus_per_node" in got) == bool(params) and all(got[k] == v for k, v in params.items())
     assert got["slurm_additional_parameters"] == {"exclusive": True, **extra}
+
+
+@pytest.mark.slurm
+def test_a_refused_array_leaves_the_accepted_ones_recorded(slurm_cluster, env, submitted):
+    """sbatch accepts the first job array and refuses the second (it asks for 100 TB of memory of a small
+    node): the first array's job is recorded at once, so no later sweep submits it again."""
+    from scaling.errors import UserError
+
+    sweep_dir = env / "results" / "t"
+    store.init_layout(sweep_dir)
+    spec = long_spec(steps=2000)
+    small = Run(sweep_dir / "runs" / "small", spec, 1)
+    big = Run(sweep_dir / "runs" / "big", replace(spec, seed=1), 10**9)
+    for run in (small, big):
+        store.ensure_run(run.run_dir, run.spec)
+    executor = slurm_executor(
+        resources=[
+            {"max_params": 1e6, "gpus_per_node": 0, "cpus_per_task": 1, "mem_gb": 1, "timeout_min": 10},
+            {"max_params": 1e12, "gpus_per_node": 0, "cpus_per_task": 1, "mem_gb": 100000, "timeout_min": 10},
+        ]
+    )
+    recorded: dict[str, str] = {}
+
+    def record(ids: dict[str, str]) -> None:
+        recorded.update(ids)
+        submitted.extend(ids.values())
+        for key, job_id in ids.items():
+            store.mark_submitted(small.run_dir if key == small.run_key else big.run_dir, job_id)
+
+    with pytest.raises(UserError, match="sbatch refused the job array"):
+        executor.submit(sweep_dir, [small, big], record)
+    assert list(recorded) == [small.run_key]
+    assert store.read_status(small.run_dir).job_id == recorded[small.run_key]
+    assert store.read_status(big.run_dir).job_id is None
