@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "fit": "fit IsoFLOP parabolas, power laws and the parametric law with bootstrap CIs",
     "plot": "draw IsoFLOP curves, frontiers, compute multiplier and residuals",
     "pareto": "measure sampling speed against generative perplexity and plot the frontier",
+    "doctor": "show the torch, CUDA, GPUs and kernels a run on this machine would use",
 }
 
 EPILOG = """\

@@ -75,6 +75,9 @@ class FakeCuda:
         self._index(device)
         self.memory_resets += 1
 
+    def nccl_version(self) -> tuple[int, int, int]:
+        return (2, 21, 5)
+
     def get_rng_state(self, device="cuda") -> torch.Tensor:
         return self.rng_state.clone()
 
@@ -94,6 +97,7 @@ class FakeCuda:
         "reset_peak_memory_stats",
         "get_rng_state",
         "set_rng_state",
+        "nccl",  # torch.cuda.nccl.version
     )
 
     def install(self, monkeypatch) -> FakeCuda:
@@ -101,7 +105,11 @@ class FakeCuda:
         import trainer.model
 
         for name in self.STANDS_IN_FOR:
-            monkeypatch.setattr(torch.cuda, name, self._recording(name))
+            if name != "nccl":
+                monkeypatch.setattr(torch.cuda, name, self._recording(name))
+        monkeypatch.setattr(
+            torch.cuda, "nccl", SimpleNamespace(version=self._recording("nccl", self.nccl_version))
+        )
         monkeypatch.delenv("SCALING_DEVICE", raising=False)
         monkeypatch.delenv("SCALING_PEAK_FLOPS", raising=False)
         # a CUDA device's tensors live on the CPU; every decision still sees the CUDA device
@@ -117,8 +125,8 @@ class FakeCuda:
         )
         return self
 
-    def _recording(self, name: str):
-        impl = getattr(self, name, lambda *a, **k: None)
+    def _recording(self, name: str, impl=None):
+        impl = impl or getattr(self, name, lambda *a, **k: None)
 
         def stand_in(*args, **kwargs):
             self.called[name] += 1

@@ -125,6 +125,13 @@ def exercise_device_choice(cuda: FakeCuda, monkeypatch) -> None:
     assert accelerator.peak_flops(gpu) == PEAK_H100
     assert accelerator.memory_stats(gpu)["total_gb"] == pytest.approx(80 * 2**30 / 1e9)
     assert accelerator.memory_stats(torch.device("cpu")) == {}
+    facts = accelerator.describe()  # what `scaling doctor` prints
+    assert facts["gpus"].startswith(f"{cuda.count} x {H100}") and facts["nccl"] == "2.21.5"
+    assert (facts["precision (auto)"], facts["attention kernel"], facts["torch.compile (auto)"]) == (
+        "bf16",
+        "flash",
+        "on",
+    )
     monkeypatch.setenv("SCALING_DEVICE", "cpu")
     assert accelerator.device_for(0) == torch.device("cpu")
 
@@ -197,3 +204,11 @@ def test_every_torch_cuda_call_is_exercised_by_the_stand_in(fake, monkeypatch):
     exercised = fake["cuda"].called + cuda.called
     idle = sorted(name for name in used if not exercised[name])
     assert not idle, f"torch.cuda functions no test drives: {idle}"
+
+
+def test_doctor_prints_what_a_run_here_would_use(capsys):
+    assert cli.main(["doctor", "--json"]) == 0
+    facts = json.loads(capsys.readouterr().out)
+    assert facts["torch"] == torch.__version__ and facts["attention kernel"] in ("flash", "sdpa")
+    assert cli.main(["doctor"]) == 0
+    assert "precision (auto)" in capsys.readouterr().out

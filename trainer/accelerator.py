@@ -147,3 +147,39 @@ def cuda_rng_state() -> torch.Tensor | None:
 def set_cuda_rng_state(state: torch.Tensor) -> None:
     if torch.cuda.is_available():
         torch.cuda.set_rng_state(state)
+
+
+def describe() -> dict[str, str]:
+    """What this machine offers a run, for `scaling doctor` and the preflight jobs: versions, GPUs,
+    and the precision, attention kernel and compilation a run here would use."""
+    import platform
+
+    from trainer.model import attention_backend, flash_attn_func
+
+    device = device_for(0)
+    facts = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cuda (torch built for)": str(torch.version.cuda or "none: a CPU build"),
+        "cuda available": "yes" if cuda_available() else "no",
+    }
+    if device.type == "cuda":
+        count = torch.cuda.device_count()
+        props = torch.cuda.get_device_properties(device)
+        facts["gpus"] = f"{count} x {device_name(device)}, {props.total_memory / 2**30:.0f} GiB each"
+        facts["nccl"] = ".".join(map(str, torch.cuda.nccl.version()))
+        peak = peak_flops(device)
+        facts["dense bf16 peak"] = (
+            f"{peak / 1e12:.0f} TFLOP/s" if peak else "unknown card: set SCALING_PEAK_FLOPS"
+        )
+    else:
+        facts["gpus"] = f"none: runs train on {device_name(device)}"
+    facts["flash-attn"] = (
+        "importable" if flash_attn_func is not None else "not installed (torch SDPA is used)"
+    )
+    precision = precision_name("auto", device)
+    facts["precision (auto)"] = precision
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    facts["attention kernel"] = attention_backend(device, dtype)
+    facts["torch.compile (auto)"] = "on" if compiles("auto", device) else "off"
+    return facts
