@@ -88,13 +88,15 @@ t0 = time.perf_counter()
 folder = data.prepare(sys.argv[1], sys.argv[2], None, 0.01, out=sys.argv[3], workers=int(sys.argv[4]), log=lambda m: None)
 seconds = time.perf_counter() - t0
 m = data.read_manifest(folder)
+me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
 print(json.dumps({"seconds": seconds, "tokens": m["splits"]["train"]["tokens"] + m["splits"]["val"]["tokens"],
+    "cpu_s": me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime,
     "worker_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
     "parent_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 
 LIMIT = """
-import json, sys, time
+import json, resource, sys, time
 from trainer import corpora, tokenizers
 spec, corpus, threads, chars = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 texts, n = [], 0
@@ -105,14 +107,16 @@ for piece in corpora.pieces(corpora.resolve(corpus), None, 0):
     if n >= chars: break
 tok = tokenizers.build(spec, None)
 batches = [texts[i : i + 2048] for i in range(0, len(texts), 2048)]
-t0 = time.perf_counter(); tokens = 0
+t0 = time.perf_counter(); tokens = 0; r0 = resource.getrusage(resource.RUSAGE_SELF)
 for b in batches:
     if tok.kind == "spm":
         ids = tok.sp.encode(b, num_threads=threads)
     else:
         ids = [e.ids for e in tok._encode(b, add_special_tokens=False)]
     tokens += sum(map(len, ids)) + len(ids)
-print(json.dumps({"seconds": time.perf_counter() - t0, "tokens": tokens}))
+r1 = resource.getrusage(resource.RUSAGE_SELF)
+cpu = r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime
+print(json.dumps({"seconds": time.perf_counter() - t0, "tokens": tokens, "cpu_s": cpu}))
 """
 
 
@@ -201,7 +205,8 @@ def main() -> None:
     for name, workers in (("small", 2), ("large", 2), ("large", 1)):
         runs[(name, workers)] = prepare_run(corpora_[name], spec, root / f"{name}-w{workers}", workers)
         print(f"{name} corpus, {workers} workers: {json.dumps(runs[(name, workers)])}", flush=True)
-    print(f"\ntokenizer {args.tokenizer} ({spec})")
+    print(f"\ntokenizer {args.tokenizer} ({spec}), corpus {args.gb:g} GB")
+    print("wall clock (shared machine: other processes take cores too)")
     print("workers  pipeline tokens/s  limit tokens/s (library batch encode)  ratio")
     rates = {}
     for n in (1, 2):
@@ -210,10 +215,18 @@ def main() -> None:
         limit = lim["tokens"] / lim["seconds"]
         print(f"{n:>7}  {rates[n]:>17,.0f}  {limit:>38,.0f}  {rates[n] / limit:.2f}")
     print(f"2 workers / 1 worker: {rates[2] / rates[1]:.2f}x")
+    print("per CPU-second (user + system time of every process and thread: what other load cannot change)")
+    print("workers  pipeline tokens/CPU-s  limit tokens/CPU-s  ratio  CPU-s / wall-s")
+    for n in (1, 2):
+        r, lim = runs[("large", n)], limits[n]
+        mine, theirs = r["tokens"] / r["cpu_s"], lim["tokens"] / lim["cpu_s"]
+        print(
+            f"{n:>7}  {mine:>21,.0f}  {theirs:>18,.0f}  {mine / theirs:.2f}   {r['cpu_s'] / r['seconds']:.2f}"
+        )
     large = runs[("large", 1)]
     print(
-        f"per core: {large['seconds'] / large['tokens'] * 1e9 / 3600:.2f} core-hours per 1e9 tokens "
-        f"({large['tokens']:,} tokens in {large['seconds']:.0f} s with 1 worker)"
+        f"per core: {large['cpu_s'] / large['tokens'] * 1e9 / 3600:.2f} core-hours per 1e9 tokens "
+        f"({large['tokens']:,} tokens, {large['cpu_s']:.0f} CPU-s with 1 worker)"
     )
     print("\ncorpus  GB    tokens         peak RSS per worker  parent")
     for name, workers in (("small", 2), ("large", 2), ("large", 1)):

@@ -382,6 +382,9 @@ def test_prepare_refuses_a_foreign_folder(tmp_path, text_corpus):
     with pytest.raises(UserError, match="holds other files"):
         data.prepare(str(text_corpus), out=tmp_path / "x", log=_quiet, val_fraction=0.2)
     assert (tmp_path / "x" / "mine.txt").read_text() == "keep me"
+    (tmp_path / "x" / "train.json").write_text("{}")
+    with pytest.raises(UserError, match="earlier format"):
+        data.prepare(str(text_corpus), out=tmp_path / "x", log=_quiet, val_fraction=0.2)
     assert (
         prepare.DATA_FORMAT
         == data.read_manifest(

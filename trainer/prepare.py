@@ -170,6 +170,10 @@ def _claim(folder: Path, ident: dict) -> None:
         if found != ident:
             raise UserError(f"{folder} holds data of {found}, not {ident}: choose another folder")
         return
+    if (folder / "train.json").exists():  # format 1: train.bin and its sidecar
+        raise UserError(
+            f"{folder} holds shards of an earlier format (train.bin, train.json): remove it and prepare again"
+        )
     if folder.exists() and any(folder.iterdir()):
         raise UserError(f"{folder} exists and holds other files: remove it or choose another folder")
     folder.mkdir(parents=True, exist_ok=True)
