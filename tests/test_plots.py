@@ -33,8 +33,8 @@ def _fits(tmp_path, *parts, n_boot=8) -> dict:
     return json.loads(json.dumps(to_json(fit_runs(data, FitOptions(n_boot=n_boot)))))
 
 
-def _check_files(written, out):
-    assert sorted(p.name for p in written) == sorted(f"{f}.{e}" for f in FIGURES for e in ("png", "pdf"))
+def _check_files(written, out, figures=FIGURES):
+    assert sorted(p.name for p in written) == sorted(f"{f}.{e}" for f in figures for e in ("png", "pdf"))
     for p in written:
         if p.suffix == ".png":
             image = mpimg.imread(p)
@@ -58,7 +58,8 @@ def test_full_fit_draws_every_figure(tmp_path):
 
 def test_thin_sweep_degrades_with_notes(tmp_path):
     """One arm with a single valid budget and too few runs for Approach 3, another with a flagged
-    budget: no multiplier, no frontier for the first arm; every figure is still drawn."""
+    budget: no multiplier (no figure, and an earlier plot's multiplier.png is removed), no frontier
+    and no residual panel for the first arm; every other figure is still drawn."""
     one = isoflop_runs(arm="duo", budgets=(1e19,), sizes_per_budget=4)
     two = isoflop_runs(arm="ar", budgets=(1e19, 1e20), sizes_per_budget=5, noise=0.002)
     edge = isoflop_runs(arm="ar", budgets=(3e19,), sizes_per_budget=7, span=8)
@@ -66,10 +67,25 @@ def test_thin_sweep_degrades_with_notes(tmp_path):
     edge = {k: v[keep] for k, v in edge.items()}  # 3 sizes above the optimum: vertex outside
     fits = _fits(tmp_path, one, two, edge)
     assert fits["multiplier"] is None and fits["arms"]["duo"]["parametric"] is None
+    (tmp_path / "plots").mkdir()
+    (tmp_path / "plots" / "multiplier.png").write_bytes(b"an earlier plot's")
     written, notes = plot_all(fits, tmp_path / "plots")
-    _check_files(written, tmp_path / "plots")
+    parametric = [a for a, f in fits["arms"].items() if f["parametric"] is not None]
+    _check_files(
+        written, tmp_path / "plots", ("isoflop", "frontiers") + (("residuals",) if parametric else ())
+    )
+    assert not (tmp_path / "plots" / "multiplier.png").exists()
     text = "\n".join(notes)
     assert "multiplier: not fitted" in text and "residuals duo: no parametric fit" in text
+    assert "multiplier: removed multiplier.png of an earlier plot" in text
+    with plt.rc_context(STYLE):
+        res = residuals_figure(fits, [])
+    if parametric:  # a panel per arm with a fit, none for the others
+        panels = [ax.get_title().split(":")[0] for ax in res.axes if ax.get_visible() and ax.get_title()]
+        assert panels == parametric
+        plt.close(res)
+    else:
+        assert res is None
     assert "frontiers duo: fewer than 2 valid budgets" in text
     assert "isoflop ar: 3e19: vertex-outside" in text
 
@@ -138,6 +154,7 @@ def test_extrapolated_vertex_and_wild_intervals_keep_axes_on_the_data(tmp_path):
     lo, hi = ax.get_xlim()
     assert n.min() / 2 < lo < n.min() and n.max() < hi < 2 * n.max()
     lo, hi = ax.get_ylim()
+    loss = np.array([v for a in fits["arms"].values() for v in a["runs"]["val_loss"]])  # one y-range
     span = loss.max() - loss.min()
     assert loss.min() - 0.2 * span < lo < loss.min() and loss.max() < hi < loss.max() + 0.2 * span
     assert "isoflop mdlm-ce: 1e18: vertex-outside, vertex N* = 1e-30 off the axes" in notes
@@ -171,3 +188,100 @@ def test_plot_cli_bad_fits(tmp_path, capsys, content, message):
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
     assert not (tmp_path / "p").exists()
+
+
+@pytest.fixture(scope="module")
+def two_arms(tmp_path_factory) -> str:
+    """fits.json text of two arms over three budgets (one fit for the tests below: each loads its own copy)."""
+    kw = {"budgets": (1e18, 3e18, 1e19), "sizes_per_budget": 6, "noise": 0.004}
+    return json.dumps(
+        _fits(
+            tmp_path_factory.mktemp("two_arms"),
+            isoflop_runs(arm="mdlm-elbo", seed=5, **kw),
+            isoflop_runs(arm="mdlm-ce", seed=6, compute_scale=0.3, **kw),
+        )
+    )
+
+
+def _labels(axis) -> list[str]:
+    return [t.get_text() for t in axis.get_ticklabels() if t.get_text()]
+
+
+def test_paper_conventions_shared_y_error_bars_powers_of_ten_and_the_fit_named(two_arms):
+    fits = json.loads(two_arms)
+    losses = [v for a in fits["arms"].values() for v in a["runs"]["val_loss"]]
+    stderr = {k: 0.01 for a in fits["arms"].values() for k in a["runs"]["run_key"]}
+    with plt.rc_context(STYLE):
+        iso = isoflop_figure(fits, [], stderr)
+        own = isoflop_figure(fits, [], stderr, share_y=False)
+        res = residuals_figure(fits, [])
+        front = frontiers_figure(fits, [])
+        iso.canvas.draw()
+        front.canvas.draw()
+    panels = [ax for ax in iso.axes if ax.get_title() in fits["arms"]]
+    assert len(panels) == 2 and panels[0].get_ylim() == panels[1].get_ylim()  # one y-range: arms compared
+    lo, hi = panels[0].get_ylim()
+    assert lo < min(losses) and max(losses) < hi and hi - lo < 1.3 * (max(losses) - min(losses))
+    own_panels = [ax for ax in own.axes if ax.get_title() in fits["arms"]]
+    assert own_panels[0].get_ylim() != own_panels[1].get_ylim()
+    # error bars: one vertical segment per run, as long as two standard errors
+    segments = [s for c in panels[0].collections for s in getattr(c, "get_segments", lambda: [])()]
+    assert len(segments) == len(fits["arms"]["mdlm-elbo"]["runs"]["val_loss"])
+    assert all(abs(abs(s[1][1] - s[0][1]) - 0.02) < 1e-9 for s in segments)
+    # log axes in powers of ten, never 1e19 or 6.75e3
+    for ax in [*panels, *front.axes[:2]]:
+        for axis in (ax.xaxis,) if ax in panels else (ax.xaxis, ax.yaxis):
+            labels = _labels(axis)
+            assert labels and all("10^{" in t for t in labels), labels
+            assert not any("e" in t.replace("\\times", "") for t in labels), labels
+    # the residual plot names its fit, the figure and each panel
+    assert "Approach 3" in res._suptitle.get_text() and "E + A" in res._suptitle.get_text()
+    titles = [ax.get_title() for ax in res.axes if ax.get_visible() and ax.get_title()]
+    assert len(titles) == 2 and all("\\alpha" in t and "\\beta" in t for t in titles)
+    for fig in (iso, own, res, front):
+        assert _overlapping_tick_labels(fig) == []
+        plt.close(fig)
+
+
+def test_one_budget_frontier_points_sit_at_that_compute(tmp_path):
+    fits = _fits(
+        tmp_path,
+        *(
+            isoflop_runs(arm=a, budgets=(1e11,), sizes_per_budget=5, noise=0.01, seed=i)
+            for i, a in enumerate(["ar", "duo", "eso"])
+        ),
+    )
+    with plt.rc_context(STYLE):
+        front = frontiers_figure(fits, [])
+    ax = front.axes[0]
+    xs = [x for line in ax.get_lines() if line.get_marker() == "o" for x in line.get_xdata()]
+    assert len(xs) == 3 and all(abs(x / 1e11 - 1) < 0.05 for x in xs)  # not spread to 5e10 .. 2e11
+    lo, hi = ax.get_xlim()
+    assert hi / lo >= 10 and lo < 1e11 < hi  # a readable compute axis around the budget
+    plt.close(front)
+
+
+def test_wild_intervals_are_clipped_and_marked_and_laws_sit_below_the_panels(two_arms):
+    fits = _extrapolated(json.loads(two_arms))
+    notes: list[str] = []
+    with plt.rc_context(STYLE):
+        front = frontiers_figure(fits, notes)
+        front.canvas.draw()
+    ax = front.axes[0]
+    lo, hi = ax.get_ylim()
+    caps = [line for line in ax.get_lines() if line.get_marker() in ("^", "v")]
+    assert caps, "the interval 1e-8 .. 1e20 is clipped and marked"
+    for line in caps:
+        y = line.get_ydata()[0]
+        assert y == (hi if line.get_marker() == "^" else lo)
+    for line in ax.collections:  # every error bar stays inside the panel
+        for seg in getattr(line, "get_segments", lambda: [])():
+            assert all(lo * 0.999 <= y <= hi * 1.001 for _, y in seg)
+    l_ax = front.axes[2]  # no headroom for a legend inside: the top is that of the points and laws
+    drawn = [y for line in l_ax.get_lines() if line.get_marker() in ("o", "None") for y in line.get_ydata()]
+    assert l_ax.get_ylim()[1] < 1.12 * max(drawn)  # bands reach 10% beyond; the legend took half
+    for a in front.axes:
+        legend = a.get_legend()
+        if legend is not None:
+            assert legend.get_window_extent().y1 <= a.get_window_extent().y0 + 1  # below the panel
+    plt.close(front)
