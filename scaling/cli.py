@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "plot": "draw IsoFLOP curves, frontiers, compute multiplier and residuals",
     "pareto": "measure sampling speed against generative perplexity and plot the frontier",
     "doctor": "show the torch, CUDA, GPUs and kernels a run on this machine would use",
+    "preflight": "check a cluster before a sweep: sbatch --test-only and a short job per resource class",
 }
 
 EPILOG = """\

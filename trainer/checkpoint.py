@@ -57,7 +57,7 @@ class _Hashing(io.RawIOBase):
     def writable(self) -> bool:
         return True
 
-    def write(self, data) -> int:  # type: ignore[override]
+    def write(self, data) -> int:
         self.digest.update(data)
         return self.file.write(data)
 
@@ -75,7 +75,7 @@ def write(path: Path, state: dict) -> None:
     """`path` and its digest file, the state streamed to disk (no copy of it in memory)."""
     digest = hashlib.sha256()
     with atomic.replacing(path) as f:
-        torch.save(state, _Hashing(f, digest))
+        torch.save(state, cast(IO[bytes], _Hashing(f, digest)))
     atomic.write_text(path.with_suffix(".sha256"), digest.hexdigest() + "\n")
 
 

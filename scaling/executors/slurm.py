@@ -194,6 +194,27 @@ class SlurmExecutor(Executor):
             params["slurm_setup"] = list(c.setup)
         return params
 
+    def test_only(self, r: Resources, timeout_min: int) -> str | None:
+        """`sbatch --test-only` with the options of a job of this entry: None when sbatch would
+        accept it, else its error."""
+        params = self.parameters(r, "preflight", timeout_min)
+        flags = [
+            f"--nodes={params['nodes']}",
+            f"--ntasks-per-node={params['tasks_per_node']}",
+            f"--cpus-per-task={params['cpus_per_task']}",
+            f"--mem={int(params['mem_gb'])}G",
+            f"--time={timeout_min}",
+        ]
+        if "gpus_per_node" in params:
+            flags.append(f"--gpus-per-node={params['gpus_per_node']}")
+        for key in ("partition", "account", "qos", "constraint"):
+            if f"slurm_{key}" in params:
+                flags.append(f"--{key}={params[f'slurm_{key}']}")
+        for key, value in params.get("slurm_additional_parameters", {}).items():
+            flags.append(f"--{key}" if value is True else f"--{key}={value}")
+        out = run_command(["sbatch", "--test-only", *flags, "--wrap=true"])
+        return None if out.returncode == 0 else _sbatch_error(out.stderr or out.stdout)
+
     @classmethod
     def poll(cls, job_ids: list[str]) -> dict[str, JobInfo]:
         native = {cls.native_id(j): j for j in job_ids}
@@ -401,21 +422,12 @@ class TrainJob(submitit.helpers.Checkpointable):
 
 
 def submit_command(
-    config: SlurmConfig,
-    folder: Path,
-    name: str,
-    argv: list[str],
-    cpus: int,
-    mem_gb: float,
-    timeout_min: int,
+    config: SlurmConfig, folder: Path, name: str, argv: list[str], resources: Resources, timeout_min: int
 ) -> str:
-    """Submits `argv` as one single-task job without GPUs, in the cluster config's partition,
-    account and setup, run in this directory; returns the job id (`slurm:N`). `folder` (fresh per
-    submission) gets submitit's logs."""
+    """Submits `argv` as a job of `resources` (every task runs it), in the cluster config's
+    partition, account and setup, run in this directory; returns the job id (`slurm:N`). `folder`
+    (fresh per submission) gets submitit's logs. Data preparation and preflight checks use it."""
     executor = submitit.AutoExecutor(folder=folder, cluster="slurm")
-    resources = Resources(
-        max_params=float("inf"), gpus_per_node=0, cpus_per_task=cpus, mem_gb=mem_gb, timeout_min=timeout_min
-    )
     executor.update_parameters(**SlurmExecutor(config).parameters(resources, name, timeout_min))
     try:
         with contextlib.redirect_stderr(io.StringIO()):

@@ -58,7 +58,7 @@ def prepare_argv(d: DataConfig, folder: Path, workers: int) -> list[str]:
 
 
 def _on_slurm(d: DataConfig, config, folder: Path, say: Callable[[str], None]) -> Path:
-    from scaling.executors.slurm import SlurmExecutor, submit_command
+    from scaling.executors.slurm import Resources, SlurmExecutor, submit_command
 
     cpus = d.workers or max(r.cpus_per_task for r in config.resources)
     record = folder.parent / f".{folder.name}.job.json"  # beside the folder: the folder is prepare's
@@ -69,8 +69,9 @@ def _on_slurm(d: DataConfig, config, folder: Path, say: Callable[[str], None]) -
         logs = paths.data_root() / ".jobs" / f"{folder.name}-{time.strftime('%Y%m%d-%H%M%S')}"
         folder.parent.mkdir(parents=True, exist_ok=True)
         argv = prepare_argv(d, folder, cpus)
+        resources = Resources(float("inf"), gpus_per_node=0, cpus_per_task=cpus, mem_gb=d.prepare_mem_gb)
         job_id = submit_command(
-            config, logs, f"prepare-{folder.name}", argv, cpus, d.prepare_mem_gb, d.prepare_timeout_min
+            config, logs, f"prepare-{folder.name}", argv, resources, d.prepare_timeout_min
         )
         atomic.write_json(record, {"job_id": job_id, "logs": str(logs), "argv": argv})
         say(f"data: submitted the preparation of {folder} as job {job_id} ({cpus} cores; logs in {logs})")
