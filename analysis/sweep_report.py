@@ -64,9 +64,10 @@ def _law(law: dict | None) -> str:
 def _frontier(f: dict | None) -> str:
     if f is None:
         return "-"
+    g = _with_ci(f["g"], f["ci"].get("g"))
     if f["form"] == "saturating":
-        return f"E {_with_ci(f['E'], f['ci'].get('E'))} + A C^-{_with_ci(f['g'], f['ci'].get('g'))}"
-    return f"C^-{_with_ci(f['g'], f['ci'].get('g'))} (E not identified)"
+        return f"E + A C^-g: E {_with_ci(f['E'], f['ci'].get('E'))}, g {g}"
+    return f"∝ C^-g: g {g} (E not identified)"
 
 
 def _parametric(p: dict | None) -> str:

@@ -69,7 +69,9 @@ def plot_fits(
                     remove_stale(out_dir, CURVES_FIGURE)
     if report is not None:
         pngs = [(p.stem, os.path.relpath(p, report.parent)) for p in written if p.suffix == ".png"]
-        text = report_markdown(fits, title or f"Scaling-law report: {fits_path}", pngs, notes)
+        text = report_markdown(
+            fits, title or f"Scaling-law report of {fits.get('source') or fits_path}", pngs, notes
+        )
         written.append(write_report(report, text))
     return written, notes
 
