@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import os
 import secrets
+import time
 from pathlib import Path
 from typing import Any
 
@@ -137,6 +138,7 @@ class _WandB:
         if not isinstance(run_id, str):
             run_id = secrets.token_hex(6)  # W&B ids: letters and digits, unique per project
             atomic.write_json(run_dir / TRACKERS_FILE, {**saved, "wandb_id": run_id})
+        _distinct_second(run_dir / "wandb", run_id)
         entity, _, project = (tracker.project or "").rpartition("/")
         configured = bool(project or os.environ.get("WANDB_PROJECT"))
         try:
@@ -163,6 +165,13 @@ class _WandB:
 
     def log(self, values: dict[str, float], step: int) -> None:
         self.run.log(values, step=step)
+
+
+def _distinct_second(folder: Path, run_id: str) -> None:
+    """W&B names a process's folder by the second it starts and the run id: a process resuming
+    within the second its predecessor started would write into its folder. Waits for the next one."""
+    while any(folder.glob(f"*-{time.strftime('%Y%m%d_%H%M%S')}-{run_id}")):
+        time.sleep(0.1)
 
     def close(self, error: BaseException | None) -> None:
         from trainer.loop import Preempted  # the loop imports this module
