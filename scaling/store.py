@@ -17,7 +17,7 @@ import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ RESULT_FILE = "result.json"
 MARKER_FILE = "store.json"  # results/<sweep>/store.json: the layout version of the folder
 PLAN_FILE = "plan.json"  # results/<sweep>/plan.json: the run keys of the sweep's latest plan
 CHECKPOINT_DIR = "checkpoints"  # <run_dir>/checkpoints/step-<N>.pt (written by trainer.checkpoint)
+HEARTBEAT_FILE = "heartbeat"  # touched by a training trainer every few seconds; a job's watchdog reads it
 
 # How `scaling train` ends (docs/run-folder.md): 0 the run ended (result.json) or had ended,
 # 2 bad input (scaling.errors.UserError), EXIT_PREEMPTED checkpointed after a stop signal.
@@ -73,6 +74,8 @@ class RunStatus:
     reason: str | None = None
     updated_at: float | None = None
     host: str | None = None
+    stalls: int = 0  # requeues of the current job because its trainer stopped beating
+    failed_nodes: list[str] = field(default_factory=list)  # a node per failure or stall (bad nodes)
 
 
 def read_status(run_dir: str | Path) -> RunStatus:
@@ -85,7 +88,8 @@ def read_status(run_dir: str | Path) -> RunStatus:
 
 
 def write_status(run_dir: str | Path, state: str, *, if_job: str | None = None, **fields) -> RunStatus:
-    """Sets the state and merges `fields` (job_id, requeues, reason) into status.json.
+    """Sets the state and merges `fields` (job_id, requeues, reason, stalls) into status.json;
+    `failed_on=NODE` adds the node to failed_nodes.
 
     Fields not given keep their value, except `reason`, which is cleared on every write that
     does not give one (a reason describes the current state only). With `if_job`, nothing is
@@ -94,7 +98,7 @@ def write_status(run_dir: str | Path, state: str, *, if_job: str | None = None, 
     """
     if state not in STATES:
         raise ValueError(f"unknown run state {state!r}")
-    unknown = set(fields) - {"job_id", "requeues", "reason"}
+    unknown = set(fields) - {"job_id", "requeues", "reason", "stalls", "failed_on"}
     if unknown:
         raise ValueError(f"unknown status field(s): {', '.join(sorted(unknown))}")
     run_dir = Path(run_dir)
@@ -112,11 +116,14 @@ def mark_submitted(run_dir: str | Path, job_id: str) -> RunStatus:
         current = read_status(run_dir)
         if current.job_id == job_id and current.state != "queued":
             return current
-        return _write(run_dir, current, "queued", {"job_id": job_id, "requeues": 0})
+        return _write(run_dir, current, "queued", {"job_id": job_id, "requeues": 0, "stalls": 0})
 
 
 def _write(run_dir: Path, current: RunStatus, state: str, fields: dict) -> RunStatus:
+    node = fields.pop("failed_on", None)
     merged = asdict(current) | {"reason": None} | fields
+    if node:
+        merged["failed_nodes"] = [*current.failed_nodes, node]
     merged.update(state=state, updated_at=round(time.time(), 3), host=socket.gethostname())
     status = RunStatus(**merged)
     atomic.write_json(run_dir / STATUS_FILE, asdict(status))

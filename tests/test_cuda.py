@@ -212,3 +212,18 @@ def test_doctor_prints_what_a_run_here_would_use(capsys):
     assert facts["torch"] == torch.__version__ and facts["attention kernel"] in ("flash", "sdpa")
     assert cli.main(["doctor"]) == 0
     assert "precision (auto)" in capsys.readouterr().out
+
+
+def test_doctor_require_gpu_says_why_a_machine_has_none(monkeypatch, capsys):
+    """`scaling doctor --require-gpu` (README, "On a GPU cluster"): a CPU build of torch and a CUDA
+    build without a visible GPU are errors that say what to do; a GPU passes."""
+    if torch.version.cuda is None:
+        assert cli.main(["doctor", "--require-gpu"]) == 1
+        assert "is a CPU build: install a CUDA build (`make setup-gpu`" in capsys.readouterr().err
+    monkeypatch.setattr(torch.version, "cuda", "12.8")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert cli.main(["doctor", "--require-gpu"]) == 1
+    assert "built for CUDA 12.8 but sees no GPU: run this on a GPU node" in capsys.readouterr().err
+    FakeCuda().install(monkeypatch)
+    assert cli.main(["doctor", "--require-gpu"]) == 0
+    assert "cuda available          yes" in capsys.readouterr().out

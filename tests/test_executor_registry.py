@@ -36,7 +36,7 @@ class ChildExecutor(Executor):
     def resources(self, run: Run) -> dict:
         return {"process": "child of the sweep"}
 
-    def submit(self, sweep_dir: Path, runs: list[Run], record) -> None:
+    def submit(self, sweep_dir: Path, runs: list[Run], record, exclude=()) -> None:
         for run in runs:
             proc = launch_trainer(run.run_dir, run.run_dir / "logs" / "train.log", self.name, thread_env(1))
             self.children[self.job_id(str(proc.pid))] = proc

@@ -64,7 +64,7 @@ class LedgerExecutor(Executor):
     def resources(self, run: Run) -> dict:
         return {}
 
-    def submit(self, sweep_dir, runs, record) -> None:
+    def submit(self, sweep_dir, runs, record, exclude=()) -> None:
         time.sleep(0.2)  # the window in which a second sweep, unlocked, read the same states
         with open(self.ledger, "a") as f:
             for run in runs:

@@ -29,6 +29,9 @@
   model runs under torch.compile (spec.compile), and the first step, which compiles, is timed apart
   (result.json's compile_s), outside tokens_per_s and mfu.
 - Threads: SCALING_THREADS sets torch.set_num_threads (the local executor splits the cores).
+- Liveness: rank 0 touches the run's heartbeat file every few seconds while it trains, evaluates
+  and checkpoints; a SLURM job's watchdog requeues a trainer whose heartbeat stops (a hung
+  collective, a dead mount).
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
@@ -68,6 +72,7 @@ from trainer.noise import Noise
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR2, signal.SIGINT)
 SYNC_EVERY = 10  # steps between reads of the losses on the host (each one waits for the device)
 RECENT = 20  # training losses averaged into result.json's train_loss
+BEAT_S = 5.0  # at most one heartbeat write per this many seconds
 
 
 class Preempted(Exception):
@@ -187,8 +192,10 @@ def evaluate(
     plan: BatchPlan,
     env: dist.DistEnv,
     device: torch.device,
+    beat: Callable[[], None] = lambda: None,
 ) -> tuple[float, float]:
-    """Mean and standard error over windows of the per-window validation loss (nats/token)."""
+    """Mean and standard error over windows of the per-window validation loss (nats/token);
+    `beat` is called once per chunk (a long final evaluation is progress too)."""
     n = len(windows)
     diffusion = arm.sample_t(1, 0.0) is not None  # AR's NLL is exact: one pass per window
     k = spec.eval.t_per_seq if diffusion else 1
@@ -201,6 +208,7 @@ def evaluate(
         for c, start in enumerate(range(0, n, per_chunk)):
             if c % env.world_size != env.rank:
                 continue
+            beat()
             idx = np.arange(start, min(n, start + per_chunk))
             x = torch.from_numpy(windows[idx].astype(np.int64)).to(place).repeat_interleave(k, dim=0)
             t = torch.cat([_times(arm, k, ui) for ui in u[idx]]) if diffusion else None
@@ -315,6 +323,21 @@ class TrainStep:
         ddp = getattr(self.wrapped, "_orig_mod", self.wrapped)  # under torch.compile's wrapper
         assert isinstance(ddp, nn.parallel.DistributedDataParallel)
         return ddp.no_sync()
+
+
+class Heartbeat:
+    """Touches <run_dir>/heartbeat at most every BEAT_S seconds (rank 0 only): the SLURM job's
+    watchdog (scaling/executors/slurm.py) takes a heartbeat that stops as a stuck trainer."""
+
+    def __init__(self, run_dir: Path, enabled: bool) -> None:
+        self.path = run_dir / store.HEARTBEAT_FILE if enabled else None
+        self.last = -math.inf
+
+    def __call__(self) -> None:
+        now = time.monotonic()
+        if self.path is not None and now - self.last >= BEAT_S:
+            self.path.touch()
+            self.last = now
 
 
 class _Session:
@@ -452,6 +475,8 @@ class _Session:
             store.write_status(run_dir, "running")
             for name in ("metrics.jsonl", "evals.jsonl"):
                 _truncate_log(run_dir / name, self.start)
+        self.beat = Heartbeat(run_dir, self.env.is_main)
+        self.beat()
         rows = (self.env.rank * plan.per_rank, (self.env.rank + 1) * plan.per_rank)
         loader = BatchLoader(self.sampler, spec.global_batch, rows, self.start, spec.steps, self.place)
         try:
@@ -486,6 +511,7 @@ class _Session:
             if not self._boundary(step):
                 continue
             values, stop, due = self.read(pending, signals.received)
+            self.beat()  # the device has caught up with the host: the steps are done
             elapsed = time.perf_counter() - t0
             if self.compiled and s == self.start:  # the first step compiled the model: timed apart
                 self.stats.compile_s = (self.stats.compile_s or 0.0) + elapsed
@@ -591,7 +617,7 @@ class _Session:
     def validate(self, step: int) -> None:
         n = len(self.windows) if step == self.spec.steps else self.spec.eval.sequences
         val, err = evaluate(
-            self.model, self.arm, self.windows[:n], self.spec, self.plan, self.env, self.device
+            self.model, self.arm, self.windows[:n], self.spec, self.plan, self.env, self.device, self.beat
         )
         self.stats.last_eval = {"step": step, "val_loss": val, "val_loss_stderr": err}
         if self.env.is_main:
@@ -627,6 +653,7 @@ class _Session:
                 },
             )
         dist.barrier()  # the other ranks wait here, not inside their next collective
+        self.beat()
         seconds = time.monotonic() - t0
         self.last_save = time.monotonic()
         self.stats.checkpoint_s = max(self.stats.checkpoint_s or 0.0, seconds)

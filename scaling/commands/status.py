@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import argparse
 
-from scaling import paths, store
+from scaling import nodes, paths, store
 from scaling.errors import UserError
 from scaling.executors import sweep_views
 from scaling.tables import FORMATS, duration, render
+from scaling.workflows.driver import driver_line
 from scaling.workflows.live import live_rows, sweep_eta, watch_status
 from scaling.workflows.sweep import STATUS_COLUMNS, counts_line, run_rows
 
@@ -35,8 +36,11 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 
 def _views(args: argparse.Namespace):
-    """The counted runs, the queues' warnings, and a note on the folders left out (or None)."""
+    """The counted runs, the queues' warnings, and notes (nodes with failed runs, folders left out) or None."""
     sweep_dir = paths.sweep_dir(args.sweep)
+    driver = driver_line(sweep_dir)
+    if driver and not (sweep_dir / "runs").is_dir():
+        return [], [], f"{driver}\nno run folders yet: the driver is planning the sweep or preparing its data"
     views, warnings = sweep_views(sweep_dir, write=False)  # a report: writes nothing
     planned = store.read_plan_manifest(sweep_dir)
     counted = [v for v in views if args.all or planned is None or v.run_key in planned]
@@ -44,7 +48,9 @@ def _views(args: argparse.Namespace):
     note = (
         f"(not counted: {left_out} run folder(s) of earlier plans; --all counts them)" if left_out else None
     )
-    return counted, [f"warning: {w}" for w in warnings], note
+    bad_nodes = nodes.summary(nodes.recorded(sweep_dir, (v.status for v in counted)))
+    notes = [driver, bad_nodes, note]
+    return counted, [f"warning: {w}" for w in warnings], "\n".join(filter(None, notes)) or None
 
 
 def run(args: argparse.Namespace) -> int:

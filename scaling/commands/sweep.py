@@ -1,6 +1,7 @@
-"""`scaling sweep SWEEP [overrides] [cluster=local|slurm] [-m] [--dry-run] [--no-wait]`: plan, prepare,
-submit and watch a sweep (scaling.workflows.sweep.run_sweep); with -m, one sweep per combination of
-the sweep overrides (train.lr=1e-3,3e-3)."""
+"""`scaling sweep SWEEP [overrides] [cluster=local|slurm] [-m] [--dry-run] [--no-wait] [--detach]`:
+plan, prepare, submit and watch a sweep (scaling.workflows.sweep.run_sweep); with -m, one sweep per
+combination of the sweep overrides (train.lr=1e-3,3e-3); with --detach, a SLURM job does all of it
+and then collects, fits and plots (scaling.workflows.driver)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import argparse
 
 from scaling.commands.plan import add_multirun_argument, add_sweep_arguments
 from scaling.config import load_sweeps
+from scaling.errors import UserError
+from scaling.workflows.driver import submit_driver
 from scaling.workflows.sweep import run_sweep
 
 
@@ -20,12 +23,26 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--no-wait", action="store_true", help="submit and return; watch with `scaling status SWEEP`"
     )
+    p.add_argument(
+        "--detach",
+        action="store_true",
+        help="submit the sweep's driver as a SLURM CPU job that submits and watches the runs, then "
+        "collects, fits and plots: nothing has to stay on the login node",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     """With -m, one sweep per combination, one after the other (all submitted at once with --no-wait);
     the exit code is the worst of theirs."""
+    if args.detach and (args.dry_run or args.no_wait):
+        raise UserError(
+            "--detach submits a driver job that waits for the runs: leave out --dry-run and --no-wait"
+        )
     configs = load_sweeps(args.sweep, args.overrides, multirun=args.multirun)
+    if args.detach:
+        for cfg in configs:
+            submit_driver(cfg)
+        return 0
     codes = []
     for i, cfg in enumerate(configs):
         if len(configs) > 1:

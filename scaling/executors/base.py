@@ -22,12 +22,13 @@ import subprocess
 import sys
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from scaling import records, store
+from scaling import nodes, records, store
 from scaling.errors import UserError
 from scaling.placement import Placement, place
 from scaling.spec import RunSpec
@@ -120,10 +121,15 @@ class Executor(ABC):
         return place(run.spec, 1, None, None, 0)
 
     @abstractmethod
-    def submit(self, sweep_dir: Path, runs: list[Run], record: Record) -> None:
+    def submit(self, sweep_dir: Path, runs: list[Run], record: Record, exclude: Sequence[str] = ()) -> None:
         """Starts the runs, handing `record` run_key -> job id for every batch the queue accepted
-        as soon as it did (so a refusal of a later batch loses no accepted job). Writes nothing into
-        the run folders itself."""
+        as soon as it did (so a refusal of a later batch loses no accepted job), on no node of
+        `exclude`. Writes nothing into the run folders itself."""
+
+    def exclusion(self, failures: Counter) -> nodes.Exclusion:
+        """Which nodes new jobs avoid, given node -> failures of the sweep's runs (scaling/nodes.py);
+        a backend without nodes avoids none."""
+        return nodes.exclusion(failures, [], 0)
 
     @classmethod
     @abstractmethod

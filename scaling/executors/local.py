@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,7 +104,7 @@ class LocalExecutor(Executor):
             "gpu": "1 of " + str(len(s.gpus)) if s.gpus else 0,
         }
 
-    def submit(self, sweep_dir: Path, runs: list[Run], record: Record) -> None:
+    def submit(self, sweep_dir: Path, runs: list[Run], record: Record, exclude: Sequence[str] = ()) -> None:
         if not runs:
             return
         s = self.slots

@@ -16,10 +16,15 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import signal
+import socket
 import subprocess
+import threading
 import time
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +32,7 @@ from typing import Any
 import submitit
 from submitit.core.utils import UncompletedJobError
 
-from scaling import store
+from scaling import nodes, store
 from scaling.errors import UserError
 from scaling.executors.base import (
     Executor,
@@ -83,6 +88,15 @@ class SlurmConfig:
     gpu_mem_gb: float = 0.0  # its memory; 0: the card's datasheet size is not assumed, give it
     mfu: float = 0.35  # assumed for GPU-hours and time limits until measured runs say better
     time_margin: float = 1.3  # a job's time limit is the estimate x this (+ start-up), at most timeout_min
+    stall_timeout_min: float = (
+        30.0  # a trainer without a heartbeat this long is checkpointed and requeued; 0: never
+    )
+    max_stalls: int = 2  # stalled requeues of one run; at the next stall it fails
+    exclude_after: int = 2  # failed or stalled runs on a node before resubmissions avoid it; 0: never
+    driver_partition: str | None = None  # `scaling sweep --detach`: the driver's CPU job (default: partition)
+    driver_cpus: int = 1
+    driver_mem_gb: float = 4.0
+    driver_timeout_min: int = 1440  # the driver requeues itself at its time limit and watches on
     poll_s: float = 15.0
     wait_timeout_h: float = 168.0
 
@@ -93,6 +107,8 @@ class SlurmConfig:
             raise UserError(
                 f"cluster.gpu_request {self.gpu_request!r}: choose from {', '.join(GPU_REQUESTS)}"
             )
+        if self.stall_timeout_min < 0 or self.max_stalls < 0 or self.exclude_after < 0:
+            raise UserError("cluster.stall_timeout_min, max_stalls and exclude_after must be >= 0 (0: off)")
         if self.gpu is not None:
             require_peak(self.gpu)
             if self.gpu_mem_gb <= 0:
@@ -140,7 +156,7 @@ class SlurmExecutor(Executor):
         c = self.config
         return place(run.spec, gpus, c.hardware, r.timeout_min, c.max_num_timeout, c.time_margin)
 
-    def submit(self, sweep_dir: Path, runs: list[Run], record: Record) -> None:
+    def submit(self, sweep_dir: Path, runs: list[Run], record: Record, exclude: Sequence[str] = ()) -> None:
         # one array per resources entry, time limit and warning time before the limit
         groups: dict[tuple[Resources, int, int], list[Run]] = {}
         for run in runs:
@@ -154,16 +170,18 @@ class SlurmExecutor(Executor):
             executor = submitit.AutoExecutor(
                 folder=folder, cluster="slurm", slurm_max_num_timeout=self.config.max_num_timeout
             )
-            executor.update_parameters(**self.parameters(resources, sweep_dir.name, limit, delay))
+            executor.update_parameters(**self.parameters(resources, sweep_dir.name, limit, delay, exclude))
+            c = self.config
+            job = TrainJob(delay, 60 * c.stall_timeout_min, c.max_stalls)
             try:
                 with contextlib.redirect_stderr(io.StringIO()):  # submitit echoes sbatch's stderr itself
-                    jobs = executor.map_array(TrainJob(delay), [str(r.run_dir) for r in group])
+                    jobs = executor.map_array(job, [str(r.run_dir) for r in group])
             except UncompletedJobError as e:  # sbatch refused: its own words, on one line
                 raise UserError(f"sbatch refused the job array: {_sbatch_error(str(e))}") from None
             record({run.run_key: self.job_id(job.job_id) for run, job in zip(group, jobs)})
 
     def parameters(
-        self, r: Resources, name: str, timeout_min: int, signal_delay_s: int = 0
+        self, r: Resources, name: str, timeout_min: int, signal_delay_s: int = 0, exclude: Sequence[str] = ()
     ) -> dict[str, Any]:
         c = self.config
         params: dict[str, Any] = {
@@ -185,6 +203,8 @@ class SlurmExecutor(Executor):
                 extra["gpus-per-task"] = 1
             else:
                 extra["gres"] = f"gpu:{r.gpus_per_node}"
+        if exclude:
+            extra["exclude"] = ",".join(exclude)
         for key in ("partition", "account", "qos", "constraint"):
             if getattr(c, key):
                 params[f"slurm_{key}"] = getattr(c, key)
@@ -214,6 +234,20 @@ class SlurmExecutor(Executor):
             flags.append(f"--{key}" if value is True else f"--{key}={value}")
         out = run_command(["sbatch", "--test-only", *flags, "--wrap=true"])
         return None if out.returncode == 0 else _sbatch_error(out.stderr or out.stdout)
+
+    def exclusion(self, failures: Counter) -> nodes.Exclusion:
+        return nodes.exclusion(failures, self.nodes() if failures else [], self.config.exclude_after)
+
+    def nodes(self) -> list[str]:
+        """The nodes of the partition (sinfo); empty when sinfo cannot say."""
+        argv = ["sinfo", "-h", "-N", "-o", "%N"]
+        if self.config.partition:
+            argv += ["-p", self.config.partition]
+        try:
+            out = run_command(argv)
+        except (FileNotFoundError, subprocess.TimeoutExpired):
+            return []
+        return sorted(set(out.stdout.split())) if out.returncode == 0 else []
 
     @classmethod
     def poll(cls, job_ids: list[str]) -> dict[str, JobInfo]:
@@ -343,16 +377,30 @@ def _wait(child: subprocess.Popen, timeout: float | None = None) -> int | None:
     return rc
 
 
+def node_name() -> str:
+    return os.environ.get("SLURMD_NODENAME") or socket.gethostname()
+
+
 class TrainJob(submitit.helpers.Checkpointable):
     """The submitit callable of one run: `scaling train` in a child process (see module doc).
 
     With several tasks (one per GPU) every task runs one; the trainer takes its rank, world size
-    and rendezvous from the SLURM variables the child inherits (trainer.distributed)."""
+    and rendezvous from the SLURM variables the child inherits (trainer.distributed).
 
-    def __init__(self, signal_delay_s: int = 120):
+    Rank 0 watches the run's heartbeat file (trainer.loop.Heartbeat): when it has not changed for
+    `stall_s` seconds (from the start too: a trainer that never beats), the job signals itself
+    USR2, which checkpoints and requeues as a preemption does; the node goes into status.json's
+    failed_nodes and the stall into its stalls, and a run stalled more than `max_stalls` times
+    fails instead."""
+
+    def __init__(self, signal_delay_s: int = 120, stall_s: float = 0.0, max_stalls: int = 2):
         self.signal_delay_s = signal_delay_s
+        self.stall_s = stall_s
+        self.max_stalls = max_stalls
         self._child: subprocess.Popen | None = None
         self._terminated = False
+        self._stalled: str | None = None  # why the watchdog stopped the trainer
+        self._gave_up = False  # stalled too often: status.json already says failed
 
     def __call__(self, run_dir: str) -> dict:
         run_path = Path(run_dir)
@@ -371,16 +419,18 @@ class TrainJob(submitit.helpers.Checkpointable):
         self._child = launch_trainer(
             run_path,
             log_path,
-            f"job {job_id} restart {restarts}",
+            f"job {job_id} restart {restarts} on {node_name()}",
             thread_env(os.environ.get("SLURM_CPUS_PER_TASK", "1")),
         )
+        if rank0 and self.stall_s > 0:
+            threading.Thread(target=self._watch, args=(run_path, self._child), daemon=True).start()
         try:
             rc = _wait(self._child)
         except UncompletedJobError as e:  # submitit's USR2 handler: too many timeouts, no requeue
             result = store.read_result(run_path)
             if result is not None:
                 return {"status": result.status}
-            if rank0:
+            if rank0 and not self._gave_up:
                 store.write_status(run_path, "failed", if_job=job_id, reason=str(e), requeues=restarts)
             raise
         result = store.read_result(run_path)
@@ -394,7 +444,11 @@ class TrainJob(submitit.helpers.Checkpointable):
         assert rc is not None  # _wait without a timeout returns the exit code
         reason = exit_reason(rc, log_path)
         if rank0:
-            store.write_status(run_path, "failed", if_job=job_id, reason=reason, requeues=restarts)
+            # bad input is not the node's fault; anything else (a crash, a kill, an I/O error) may be
+            node = None if rc == store.EXIT_USER_ERROR else node_name()
+            store.write_status(
+                run_path, "failed", if_job=job_id, reason=reason, requeues=restarts, failed_on=node
+            )
         raise RuntimeError(reason)
 
     def _on_sigterm(self, signum, frame) -> None:
@@ -402,36 +456,163 @@ class TrainJob(submitit.helpers.Checkpointable):
         if self._child is not None and self._child.poll() is None:
             self._child.send_signal(signal.SIGTERM)
 
+    def _watch(self, run_path: Path, child: subprocess.Popen) -> None:
+        """The watchdog thread: USR2 to this process once the heartbeat stops changing."""
+        beat = run_path / store.HEARTBEAT_FILE
+        seen, since = _mtime(beat, self.stall_s), time.monotonic()
+        while child.poll() is None:
+            time.sleep(min(10.0, self.stall_s / 4))
+            now = _mtime(beat, self.stall_s)
+            if now != seen and now is not STUCK:
+                seen, since = now, time.monotonic()
+            elif time.monotonic() - since >= self.stall_s and child.poll() is None:
+                minutes = (time.monotonic() - since) / 60
+                self._stalled = f"stalled: no heartbeat for {minutes:.1f} min on {node_name()}"
+                os.kill(os.getpid(), signal.SIGUSR2)  # submitit's handler calls checkpoint()
+                return
+
     def checkpoint(self, run_dir: str):
         """submitit's USR2 handler (rank 0): the trainer saves and exits, then the job requeues."""
         child = self._child
         if child is not None and child.poll() is None:
             child.send_signal(signal.SIGUSR2)
             if _wait(child, timeout=max(5, self.signal_delay_s - 10)) is None:
-                child.kill()
+                child.kill()  # a stuck trainer cannot checkpoint: it resumes from its last one
                 _wait(child, timeout=10)
         restarts = int(os.environ.get("SLURM_RESTART_COUNT", 0) or 0)
         if store.read_result(Path(run_dir)) is None:  # else the requeued task returns the result at once
             job_id = SlurmExecutor.job_id(submitit.JobEnvironment().job_id)
-            store.write_status(run_dir, "requeued", if_job=job_id, requeues=restarts + 1)
+            if self._stalled:
+                stalls = store.read_status(run_dir).stalls + 1
+                if stalls > self.max_stalls:
+                    self._gave_up = True
+                    store.write_status(
+                        run_dir,
+                        "failed",
+                        if_job=job_id,
+                        reason=f"{self._stalled} (stall {stalls}, more than cluster.max_stalls)",
+                        stalls=stalls,
+                        failed_on=node_name(),
+                    )
+                    return None  # submitit does not requeue
+                store.write_status(
+                    run_dir,
+                    "requeued",
+                    if_job=job_id,
+                    requeues=restarts + 1,
+                    reason=self._stalled,
+                    stalls=stalls,
+                    failed_on=node_name(),
+                )
+            else:
+                store.write_status(run_dir, "requeued", if_job=job_id, requeues=restarts + 1)
         # a fresh callable: the process handle does not pickle
-        return submitit.helpers.DelayedSubmission(TrainJob(self.signal_delay_s), run_dir)
+        return submitit.helpers.DelayedSubmission(
+            TrainJob(self.signal_delay_s, self.stall_s, self.max_stalls), run_dir
+        )
 
 
-# --- one command as a job (data preparation) ----------------------------------------------------
+STUCK = object()  # a stat that did not return: the file system hangs
+
+
+def _mtime(path: Path, timeout: float):
+    """The file's mtime (ns), None when it does not exist, STUCK when stat hangs (a dead mount
+    must not hang the watchdog too)."""
+    found: list = []
+
+    def stat() -> None:
+        try:
+            found.append(path.stat().st_mtime_ns)
+        except OSError:
+            found.append(None)
+
+    t = threading.Thread(target=stat, daemon=True)
+    t.start()
+    t.join(timeout)
+    return found[0] if found else STUCK
+
+
+# --- commands as a job (data preparation, preflight checks, a sweep's driver) ----------------------
 
 
 def submit_command(
-    config: SlurmConfig, folder: Path, name: str, argv: list[str], resources: Resources, timeout_min: int
+    config: SlurmConfig,
+    folder: Path,
+    name: str,
+    commands: list[list[str]],
+    resources: Resources,
+    timeout_min: int,
+    *,
+    requeues: int = 0,
+    log: Path | None = None,
+    own_jobs: bool = False,
 ) -> str:
-    """Submits `argv` as a job of `resources` (every task runs it), in the cluster config's
-    partition, account and setup, run in this directory; returns the job id (`slurm:N`). `folder`
-    (fresh per submission) gets submitit's logs. Data preparation and preflight checks use it."""
-    executor = submitit.AutoExecutor(folder=folder, cluster="slurm")
+    """Submits `commands` (run one after the other, each only if the one before succeeded) as a
+    job of `resources` (every task runs them), in the cluster config's partition, account and
+    setup, in this directory; returns the job id (`slurm:N`). `folder` (fresh per submission) gets
+    submitit's logs, `log` (if given) the commands' output. At its time limit the job requeues up
+    to `requeues` times and runs the commands again from the first (so they must be idempotent).
+    `own_jobs`: the commands submit jobs themselves, which must not inherit this job's SLURM
+    variables."""
+    executor = submitit.AutoExecutor(folder=folder, cluster="slurm", slurm_max_num_timeout=requeues)
     executor.update_parameters(**SlurmExecutor(config).parameters(resources, name, timeout_min))
+    job = CommandJob(commands, os.getcwd(), None if log is None else str(log), own_jobs)
     try:
         with contextlib.redirect_stderr(io.StringIO()):
-            job = executor.submit(submitit.helpers.CommandFunction(argv, cwd=os.getcwd()))
+            submitted = executor.submit(job)
     except UncompletedJobError as e:
         raise UserError(f"sbatch refused the job: {_sbatch_error(str(e))}") from None
-    return SlurmExecutor.job_id(job.job_id)
+    return SlurmExecutor.job_id(submitted.job_id)
+
+
+def live_job(record: Path) -> str | None:
+    """The job id in a JSON record file (`{"job_id": ...}`) if that job is queued or running."""
+    try:
+        job_id = json.loads(record.read_text())["job_id"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return job_id if SlurmExecutor.poll([job_id])[job_id].state != "ended" else None
+
+
+class CommandJob(submitit.helpers.Checkpointable):
+    """The submitit callable of submit_command: each command in a child process; SIGTERM is
+    passed on to it; at the time limit (USR2) the child is stopped and the job requeued."""
+
+    def __init__(self, commands: list[list[str]], cwd: str, log: str | None, own_jobs: bool) -> None:
+        self.commands, self.cwd, self.log, self.own_jobs = commands, cwd, log, own_jobs
+        self._child: subprocess.Popen | None = None
+
+    def __call__(self) -> int:
+        signal.signal(signal.SIGTERM, self._on_sigterm)
+        env = dict(os.environ)
+        if self.own_jobs:  # sbatch and srun would read this job's settings as their own
+            env = {k: v for k, v in env.items() if not k.startswith(JOB_VARIABLES) or k == "SLURM_CONF"}
+        for argv in self.commands:
+            with open(self.log, "ab") if self.log else contextlib.nullcontext() as out:
+                if out is not None:
+                    out.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(argv)}\n".encode())
+                    out.flush()
+                self._child = subprocess.Popen(
+                    argv, cwd=self.cwd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out
+                )
+                rc = _wait(self._child)
+            if rc != 0:
+                raise RuntimeError(f"{' '.join(argv[:4])} ... exited with code {rc}")
+        return 0
+
+    def _on_sigterm(self, signum, frame) -> None:
+        if self._child is not None and self._child.poll() is None:
+            self._child.send_signal(signal.SIGTERM)
+
+    def checkpoint(self):
+        child = self._child
+        if child is not None and child.poll() is None:
+            child.terminate()
+            if _wait(child, timeout=60) is None:
+                child.kill()
+        return submitit.helpers.DelayedSubmission(
+            CommandJob(self.commands, self.cwd, self.log, self.own_jobs)
+        )
+
+
+JOB_VARIABLES = ("SLURM_", "SBATCH_", "SRUN_", "SUBMITIT_")

@@ -80,7 +80,7 @@ def run_preflight(cfg: SweepConfig, say: Callable[[str], None] = print) -> list[
         ]
         try:
             jobs[where] = (
-                submit_command(executor.config, folder, f"preflight-{cfg.name}", argv, r, JOB_MINUTES),
+                submit_command(executor.config, folder, f"preflight-{cfg.name}", [argv], r, JOB_MINUTES),
                 folder,
             )
         except UserError as e:

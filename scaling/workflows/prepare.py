@@ -58,11 +58,11 @@ def prepare_argv(d: DataConfig, folder: Path, workers: int) -> list[str]:
 
 
 def _on_slurm(d: DataConfig, config, folder: Path, say: Callable[[str], None]) -> Path:
-    from scaling.executors.slurm import Resources, SlurmExecutor, submit_command
+    from scaling.executors.slurm import Resources, SlurmExecutor, live_job, submit_command
 
     cpus = d.workers or max(r.cpus_per_task for r in config.resources)
     record = folder.parent / f".{folder.name}.job.json"  # beside the folder: the folder is prepare's
-    job_id = _live_job(record)
+    job_id = live_job(record)
     if job_id:
         say(f"data: preparation job {job_id} for {folder} is already queued or running: waiting for it")
     else:
@@ -71,7 +71,7 @@ def _on_slurm(d: DataConfig, config, folder: Path, say: Callable[[str], None]) -
         argv = prepare_argv(d, folder, cpus)
         resources = Resources(float("inf"), gpus_per_node=0, cpus_per_task=cpus, mem_gb=d.prepare_mem_gb)
         job_id = submit_command(
-            config, logs, f"prepare-{folder.name}", argv, resources, d.prepare_timeout_min
+            config, logs, f"prepare-{folder.name}", [argv], resources, d.prepare_timeout_min
         )
         atomic.write_json(record, {"job_id": job_id, "logs": str(logs), "argv": argv})
         say(f"data: submitted the preparation of {folder} as job {job_id} ({cpus} cores; logs in {logs})")
@@ -97,16 +97,6 @@ def _on_slurm(d: DataConfig, config, folder: Path, say: Callable[[str], None]) -
     record.unlink(missing_ok=True)
     data.check_prepared(folder, d)
     return folder
-
-
-def _live_job(record: Path) -> str | None:
-    from scaling.executors.slurm import SlurmExecutor
-
-    try:
-        job_id = json.loads(record.read_text())["job_id"]
-    except (OSError, ValueError, KeyError):
-        return None
-    return job_id if SlurmExecutor.poll([job_id])[job_id].state != "ended" else None
 
 
 def _last_error(logs: Path) -> str:

@@ -22,7 +22,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from typing import TextIO
 
-from scaling import locks, paths, placement, store
+from scaling import locks, nodes, paths, placement, store
 from scaling.config import SweepConfig
 from scaling.errors import UserError
 from scaling.executors import Executor, Run, RunView, cancel_jobs, executor_for, reconcile, sweep_views
@@ -90,6 +90,10 @@ def run_sweep(
         for w in warnings:
             say(f"warning: {w}")
         state = {v.run_dir: v.state for v in views}
+        exclusion = executor.exclusion(nodes.failures(v.status for v in views))
+        note = nodes.summary(exclusion)
+        if note:
+            say(note)
         todo = [r for r in runs if state.get(r.run_dir, "planned") not in store.ENDED | store.ACTIVE]
         resources = {r.run_key: executor.resources(r) for r in todo}  # a run nothing fits fails here
         ended = sum(state.get(r.run_dir) in store.ENDED for r in runs)
@@ -127,6 +131,8 @@ def run_sweep(
 
         store.init_layout(sweep_dir)
         store.write_plan_manifest(sweep_dir, [r.run_key for r in runs])
+        if exclusion.failures:
+            nodes.record(sweep_dir, exclusion)
         for r in runs:
             store.ensure_run(r.run_dir, r.spec)
             if not (r.run_dir / store.STATUS_FILE).exists():
@@ -140,7 +146,7 @@ def run_sweep(
                 store.mark_submitted(folders[key], job_id)
             outcome.submitted.update(job_ids)
 
-        executor.submit(sweep_dir, todo, record)
+        executor.submit(sweep_dir, todo, record, exclusion.excluded)
     if todo:
         say(f"submitted {len(todo)} run(s): job(s) {_job_summary(sorted(set(outcome.submitted.values())))}")
     if not wait:

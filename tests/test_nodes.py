@@ -1,0 +1,111 @@
+"""Stuck trainers and bad nodes without a cluster: the exclusion rule (never the last node), the
+node list in status.json, sbatch's --exclude, the heartbeat the trainer writes and the watchdog
+that takes a silent heartbeat for a stuck trainer (the localhost-cluster test is in test_stalls.py)."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+
+import pytest
+
+from scaling import nodes, store
+from scaling.executors import parse_cluster
+from scaling.executors.slurm import STUCK, Resources, SlurmExecutor, TrainJob, _mtime
+
+
+def test_a_node_is_excluded_after_the_given_failures_but_never_the_last_one():
+    counts = Counter({"n1": 2, "n2": 1, "n3": 3})
+    e = nodes.exclusion(counts, ["n1", "n2", "n3"], after=2)
+    assert e.excluded == ["n1", "n3"] and e.spared == []
+    assert nodes.exclusion(counts, ["n1", "n2", "n3"], after=0).excluded == []  # 0: never
+    # every node qualifies: the one with the fewest failures stays usable
+    e = nodes.exclusion(counts, ["n1", "n3"], after=2)
+    assert e.excluded == ["n3"] and e.spared == ["n1"]
+    e = nodes.exclusion(Counter({"only": 5}), ["only"], after=2)
+    assert e.excluded == [] and e.spared == ["only"]
+    # a node that left the partition needs no exclusion; an unknown partition excludes nothing
+    assert nodes.exclusion(Counter({"gone": 4, "n2": 2}), ["n1", "n2"], 2).excluded == ["n2"]
+    assert nodes.exclusion(counts, [], after=1) == nodes.Exclusion([], [], counts)
+    line = nodes.summary(nodes.exclusion(counts, ["n1", "n3"], after=2))
+    assert line == (
+        "nodes with failed or stalled runs: n3 (3), n1 (2), n2 (1); excluded from new jobs: n3; "
+        "not excluded, the last node(s) left: n1"
+    )
+    assert nodes.summary(nodes.exclusion(Counter(), ["n1"], 2)) is None
+
+
+def test_failures_and_stalls_add_their_node_to_status_json(tmp_path):
+    run = tmp_path / "run"
+    store.write_status(run, "running", job_id="slurm:7")
+    store.write_status(run, "requeued", stalls=1, failed_on="gpu-a", reason="stalled")
+    store.write_status(run, "running")  # a later state keeps the history
+    store.write_status(run, "failed", failed_on="gpu-b")
+    status = store.read_status(run)
+    assert status.failed_nodes == ["gpu-a", "gpu-b"] and status.stalls == 1
+    assert store.mark_submitted(run, "slurm:8").stalls == 0  # a new job starts without stalls
+    assert nodes.failures([status, store.read_status(run)]) == Counter({"gpu-a": 2, "gpu-b": 2})
+
+
+def test_excluded_nodes_reach_sbatch():
+    executor = SlurmExecutor(parse_cluster({"executor": "slurm"}))
+    params = executor.parameters(Resources(1e12), "t", 60, exclude=["n3", "n1"])
+    assert params["slurm_additional_parameters"] == {"exclude": "n3,n1"}
+    assert "slurm_additional_parameters" not in executor.parameters(Resources(1e12), "t", 60)
+
+
+def test_stall_settings_are_checked():
+    with pytest.raises(Exception, match="stall_timeout_min, max_stalls and exclude_after must be >= 0"):
+        parse_cluster({"executor": "slurm", "max_stalls": -1})
+
+
+def test_the_watchdog_signals_the_job_when_the_heartbeat_stops(tmp_path, monkeypatch):
+    """A heartbeat that keeps changing keeps the trainer alive; once it stops for stall_s the
+    job gets USR2 (submitit's checkpoint-and-requeue) and says why."""
+    monkeypatch.setenv("SLURMD_NODENAME", "node-7")
+    received: list[float] = []
+    previous = signal.signal(signal.SIGUSR2, lambda *_: received.append(time.monotonic()))
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    beat = tmp_path / store.HEARTBEAT_FILE
+    stop_beating = threading.Event()
+
+    def trainer() -> None:  # beats every 0.2 s for 2 s, then hangs
+        end = time.monotonic() + 2.0
+        while time.monotonic() < end:
+            beat.touch()
+            time.sleep(0.2)
+        stop_beating.set()
+
+    try:
+        job = TrainJob(stall_s=1.0)
+        threading.Thread(target=trainer, daemon=True).start()
+        start = time.monotonic()
+        job._watch(tmp_path, child)
+        waited = time.monotonic() - start
+        assert stop_beating.is_set() and received, "the watchdog returned without a stall"
+        assert waited >= 2.0 + 1.0 - 0.3  # not while the heartbeat was changing
+        assert job._stalled is not None and job._stalled.startswith("stalled: no heartbeat for")
+        assert job._stalled.endswith("on node-7")
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+        child.kill()
+        child.wait()
+
+
+def test_a_stat_that_hangs_counts_as_no_heartbeat(tmp_path, monkeypatch):
+    gate = threading.Event()
+    real_stat = type(tmp_path).stat
+
+    def hanging(self, *args, **kwargs):
+        if self.name == store.HEARTBEAT_FILE:
+            gate.wait(5)
+        return real_stat(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(tmp_path), "stat", hanging)
+    assert _mtime(tmp_path / store.HEARTBEAT_FILE, timeout=0.2) is STUCK
+    gate.set()
+    assert _mtime(tmp_path / "missing", timeout=1) is None
