@@ -35,7 +35,8 @@ from analysis.isoflop import (
     fit_power_law,
 )
 from analysis.multiplier import DEFAULT_BASELINE, DEFAULT_CANDIDATE, LossRange, common_loss_range, multiplier
-from analysis.parametric import MIN_RUNS, ParametricLaw, fit_parametric
+from analysis.parametric import MIN_RUNS, N_PARAMS, RUNS_PER_PARAM, ParametricLaw, fit_parametric
+from analysis.replicates import ReplicateFits, arm_replicates, counts
 from analysis.table import FitData
 from scaling.errors import UserError
 from scaling.host import cpu_count
@@ -114,26 +115,22 @@ class FitReport:
     bands: dict[str, Bands]
     multiplier: MultiplierFit | None
     warnings: list[str] = field(default_factory=list)
+    replicates: dict[str, ReplicateFits] = field(default_factory=dict)  # arm -> its bootstrap replicates
 
 
-def fit_arm(
-    data: FitData,
-    arm: str,
-    frontier_form: str | None = None,
-    frontier_start: LossFrontier | None = None,
-    parametric_starts=(),
-    n_starts: int | None = None,
-) -> ArmFit:
+def identifies_parametric(data: FitData) -> bool:
+    """Approach 3's five parameters need RUNS_PER_PARAM runs each, 2 sizes and 2 token counts."""
+    return len(data) >= MIN_RUNS and len(np.unique(data.n)) >= 2 and len(np.unique(data.d)) >= 2
+
+
+def fit_arm(data: FitData, arm: str) -> ArmFit:
     """Approach 2 and 3 on one arm's runs (all rows of `data` belong to `arm`)."""
     cells, skipped = fit_cells(arm, data.budget, data.n, data.d, data.compute, data.loss)
     valid = [c for c in cells if c.valid]
     c_star = np.array([c.c_star for c in valid])
     laws = {q: fit_power_law(c_star, np.array([getattr(c, q) for c in valid])) for q in FRONTIER_LAWS}
-    frontier = fit_loss_frontier(c_star, np.array([c.l_star for c in valid]), frontier_form, frontier_start)
-    parametric = None
-    if len(data) >= MIN_RUNS and len(np.unique(data.n)) >= 2 and len(np.unique(data.d)) >= 2:
-        kwargs = {} if n_starts is None else {"n_starts": n_starts}
-        parametric = fit_parametric(data.n, data.d, data.loss, extra_starts=parametric_starts, **kwargs)
+    frontier = fit_loss_frontier(c_star, np.array([c.l_star for c in valid]))
+    parametric = fit_parametric(data.n, data.d, data.loss) if identifies_parametric(data) else None
     return ArmFit(
         arm=arm,
         n_runs=len(data),
@@ -198,7 +195,8 @@ def _arm_warnings(fit: ArmFit, named: bool) -> list[str]:
         out.append(f"arm {fit.arm}: {len(fit.valid_cells)} valid budget(s); power laws need 2")
     if fit.parametric is None:
         out.append(
-            f"arm {fit.arm}: {fit.n_runs} runs; Approach 3 needs {MIN_RUNS} with 2 sizes and 2 token counts"
+            f"arm {fit.arm}: Approach 3 not fitted: {fit.n_runs} runs cannot identify its {N_PARAMS} "
+            f"parameters (it needs {RUNS_PER_PARAM} runs per parameter, {MIN_RUNS}, with 2 sizes and 2 token counts)"
         )
     return out
 
@@ -210,88 +208,71 @@ class _BootPlan:
     per_arm: dict[str, FitData]
     fits: dict[str, ArmFit]
     resamples: dict[str, np.ndarray]  # arm -> (n_boot, runs) indices, drawn up front from the seed
-    key_index: dict[Key, int]
-    grids: dict[str, np.ndarray]  # arm -> compute grid of its bands
-    mult_setup: tuple | None
 
 
-@dataclass
-class _BootSamples:
-    values: np.ndarray  # (replicates, keys)
-    bands: dict[str, dict[str, np.ndarray]]  # arm -> quantity -> (replicates, BAND_POINTS)
-    mult_curve: np.ndarray  # (replicates, curve points)
-    mult_ref: np.ndarray  # (replicates,)
+def _arm_span(plan: _BootPlan, arm: str, lo: int, hi: int) -> ReplicateFits:
+    """Replicates lo..hi-1 of one arm, refitted together (analysis/replicates.py)."""
+    f, data = plan.fits[arm], plan.per_arm[arm]
+    weights = counts(plan.resamples[arm][lo:hi], len(data))
+    return arm_replicates(data, f.cells, f.frontier, f.parametric, weights)
 
 
-def _replicates(plan: _BootPlan, lo: int, hi: int) -> _BootSamples:
-    """Refits replicates lo..hi-1; the result does not depend on how the range is split."""
-    n = hi - lo
-    out = _BootSamples(
-        values=np.full((n, len(plan.key_index)), np.nan),
-        bands={a: {q: np.full((n, BAND_POINTS), np.nan) for q in FRONTIER_LAWS} for a in plan.grids},
-        mult_curve=np.full((n, len(plan.mult_setup[2]) if plan.mult_setup else 0), np.nan),
-        mult_ref=np.full(n, np.nan),
-    )
-    for i, r in enumerate(range(lo, hi)):
-        rep = {}
-        for a, f in plan.fits.items():
-            rep[a] = fit_arm(
-                plan.per_arm[a].take(plan.resamples[a][r]),
-                a,
-                frontier_form=f.frontier.form if f.frontier else None,
-                frontier_start=f.frontier,
-                parametric_starts=[f.parametric.theta] if f.parametric else (),
-                n_starts=1,
-            )
-            for k, v in quantities(rep[a]).items():
-                if k in plan.key_index:
-                    out.values[i, plan.key_index[k]] = v
-            if a in plan.grids:
-                for q, curve in _band_curves(rep[a], plan.grids[a]).items():
-                    out.bands[a][q][i] = curve
-        if plan.mult_setup:
-            cand, base, losses, ref = plan.mult_setup
-            fc, fb = rep[cand].frontier, rep[base].frontier
-            if fc is not None and fb is not None:
-                out.mult_curve[i] = multiplier(fc, fb, losses)
-                out.mult_ref[i] = multiplier(fc, fb, ref)
+def replicate_quantities(arm: str, rep: ReplicateFits) -> dict[Key, np.ndarray]:
+    """`quantities` of every replicate: Key -> (R,) values."""
+    out: dict[Key, np.ndarray] = {}
+    for budget, values in rep.cells.items():
+        for q in CELL_QUANTITIES:
+            out[Key("isoflop", arm, budget, q)] = values[q]
+    for name, (coef, exponent) in rep.laws.items():
+        out[Key("power_law", arm, None, f"{name}.coef")] = coef
+        out[Key("power_law", arm, None, f"{name}.exponent")] = exponent
+    if rep.frontier is not None:
+        for q, v in zip(("E", "A", "g"), rep.frontier):
+            out[Key("frontier", arm, None, q)] = v
+    if rep.parametric is not None:
+        for q, v in rep.parametric.items():
+            out[Key("parametric", arm, None, q)] = v
     return out
 
 
-def _bootstrap(plan: _BootPlan, n_boot: int, workers: int, progress) -> _BootSamples:
-    """Replicates in chunks, in worker processes when workers > 1; chunks are concatenated in order."""
-    chunks = 4 * workers if workers > 1 else 20  # several per worker balance the load; 20 for progress
-    edges = np.unique(np.linspace(0, n_boot, min(chunks, max(n_boot, 1)) + 1).astype(int))
-    spans = list(zip(edges[:-1].tolist(), edges[1:].tolist()))
-    parts: list[_BootSamples] = []
-    if workers > 1:
+def _spans(n_boot: int, parts: int) -> list[tuple[int, int]]:
+    edges = np.unique(np.linspace(0, n_boot, max(1, min(parts, n_boot)) + 1).astype(int))
+    return list(zip(edges[:-1].tolist(), edges[1:].tolist()))
+
+
+def _bootstrap(plan: _BootPlan, n_boot: int, workers: int, progress) -> dict[str, ReplicateFits]:
+    """Every arm's replicates: one batch per arm, split in `workers` spans run in worker processes
+    when workers > 1 (a batch's cost is mostly its slowest replicates, so spans stay large).
+    Spans are concatenated in order: the result does not depend on the split."""
+    arms = list(plan.fits)
+    # the costly arms (Approach 3) first, so that the last tasks are short
+    arms.sort(key=lambda a: plan.fits[a].parametric is None)
+    tasks = [(a, lo, hi) for a in arms for lo, hi in _spans(n_boot, workers)]
+    total, done = n_boot * len(arms), 0
+    parts: dict[str, list[ReplicateFits]] = {a: [] for a in arms}
+    if workers > 1 and len(tasks) > 1:
         with ProcessPoolExecutor(workers) as pool:
-            for part, (_, hi) in zip(pool.map(_replicates, [plan] * len(spans), *zip(*spans)), spans):
-                parts.append(part)
+            futures = [pool.submit(_arm_span, plan, *t) for t in tasks]
+            for (a, lo, hi), fut in zip(tasks, futures):
+                parts[a].append(fut.result())
+                done += hi - lo
                 if progress is not None:
-                    progress(hi, n_boot)
+                    progress(done, total)
     else:
-        for lo, hi in spans:
-            parts.append(_replicates(plan, lo, hi))
+        for a, lo, hi in tasks:
+            parts[a].append(_arm_span(plan, a, lo, hi))
+            done += hi - lo
             if progress is not None:
-                progress(hi, n_boot)
-    if not parts:
-        return _replicates(plan, 0, 0)
-    return _BootSamples(
-        values=np.concatenate([p.values for p in parts]),
-        bands={
-            a: {q: np.concatenate([p.bands[a][q] for p in parts]) for q in FRONTIER_LAWS} for a in plan.grids
-        },
-        mult_curve=np.concatenate([p.mult_curve for p in parts]),
-        mult_ref=np.concatenate([p.mult_ref for p in parts]),
-    )
+                progress(done, total)
+    return {a: ReplicateFits.concat(parts[a]) for a in plan.fits if parts[a]}
 
 
 PARALLEL_MIN_WORK = 20_000  # replicates x runs below which worker processes cost more than they save
 
 
 def fit_runs(data: FitData, options: FitOptions = FitOptions(), progress=None) -> FitReport:
-    """Point estimates, bootstrap intervals, bands and the multiplier. `progress(done, n_boot)` if given."""
+    """Point estimates, bootstrap intervals, bands and the multiplier. `progress(done, total)` is
+    called as the bootstrap goes (units: replicates of one arm)."""
     arms = data.arms
     for name in options.named_arms:
         if name not in arms:
@@ -303,11 +284,6 @@ def fit_runs(data: FitData, options: FitOptions = FitOptions(), progress=None) -
         raise UserError(f"no arm has a budget with at least {MIN_SIZES} distinct sizes: nothing to fit")
 
     estimates = {k: v for f in fits.values() for k, v in quantities(f).items()}
-    grids = {}
-    for a, f in fits.items():
-        if f.power_laws["n_star"] is not None:
-            c = np.array([cell.c_star for cell in f.valid_cells])
-            grids[a] = np.geomspace(c.min() / BAND_MARGIN, c.max() * BAND_MARGIN, BAND_POINTS)
     rng = np.random.default_rng(options.seed)
     plan = _BootPlan(
         per_arm=per_arm,
@@ -316,50 +292,79 @@ def fit_runs(data: FitData, options: FitOptions = FitOptions(), progress=None) -
             a: resample_within_groups([g for _, g in budget_groups(per_arm[a].budget)], options.n_boot, rng)
             for a in arms
         },
-        key_index={k: i for i, k in enumerate(estimates)},
-        grids=grids,
-        mult_setup=_multiplier_setup(fits, options, warnings),
     )
     workers = options.workers
     if workers is None:
         workers = cpu_count() if options.n_boot * len(data) >= PARALLEL_MIN_WORK else 1
-    boot = _bootstrap(plan, options.n_boot, workers, progress)
+    reps = _bootstrap(plan, options.n_boot, workers, progress) if options.n_boot else {}
 
-    intervals = {k: percentile_interval(boot.values[:, i], options.level) for k, i in plan.key_index.items()}
+    samples: dict[Key, np.ndarray] = {}
+    for a, rep in reps.items():
+        samples.update(replicate_quantities(a, rep))
+    nan = np.full(options.n_boot, np.nan)
+    intervals = {k: percentile_interval(samples.get(k, nan), options.level) for k in estimates}
     bands = {}
-    for a, grid in grids.items():
+    for a, f in fits.items():
+        if f.power_laws["n_star"] is None:
+            continue
+        c = np.array([cell.c_star for cell in f.valid_cells])
+        grid = np.geomspace(c.min() / BAND_MARGIN, c.max() * BAND_MARGIN, BAND_POINTS)
         lows, highs = {}, {}
         for q in FRONTIER_LAWS:
-            lows[q], highs[q] = percentile_band(boot.bands[a][q], options.level)
+            curves = np.full((options.n_boot, BAND_POINTS), np.nan)
+            if a in reps:
+                if q != "l_star":
+                    curves = reps[a].law(q, grid)
+                elif reps[a].frontier is not None:
+                    curves = reps[a].frontier_loss(grid)
+            lows[q], highs[q] = percentile_band(curves, options.level)
         bands[a] = Bands(compute=grid, low=lows, high=highs)
-    mult = None
-    if plan.mult_setup:
-        cand, base, losses, ref = plan.mult_setup
-        fc, fb = fits[cand].frontier, fits[base].frontier
-        assert fc is not None and fb is not None  # mult_setup is planned only for arms with frontiers
-        low, high = percentile_band(boot.mult_curve, options.level)
-        mult = MultiplierFit(
-            candidate=cand,
-            baseline=base,
-            range=_common_range(fits, cand, base),
-            value=float(multiplier(fc, fb, ref)),
-            interval=percentile_interval(boot.mult_ref, options.level),
-            losses=losses,
-            curve=multiplier(fc, fb, losses),
-            curve_low=low,
-            curve_high=high,
-        )
-        estimates[Key("multiplier", None, None, "value")] = mult.value
-        intervals[Key("multiplier", None, None, "value")] = mult.interval
-    return FitReport(
+    report = FitReport(
         data=data,
         options=options,
         arms=fits,
         estimates=estimates,
         intervals=intervals,
         bands=bands,
-        multiplier=mult,
+        multiplier=None,
         warnings=warnings,
+        replicates=reps,
+    )
+    if _multiplier_possible(fits, options.candidate, options.baseline, warnings):
+        mult = pair_multiplier(report, options.candidate, options.baseline)
+        report.multiplier = mult
+        estimates[Key("multiplier", None, None, "value")] = mult.value
+        intervals[Key("multiplier", None, None, "value")] = mult.interval
+    return report
+
+
+def pair_multiplier(report: FitReport, cand: str, base: str) -> MultiplierFit:
+    """The compute multiplier of `cand` over `base` (two arms of the report with frontiers) over
+    their common range of frontier losses, with bootstrap intervals from the same replicates."""
+    fits = report.arms
+    fc, fb = fits[cand].frontier, fits[base].frontier
+    assert fc is not None and fb is not None, "pair_multiplier needs two arms with loss frontiers"
+    span = _common_range(fits, cand, base)
+    losses, ref = span.grid(), span.reference
+    n_boot = report.options.n_boot
+    curve_samples = np.full((n_boot, len(losses)), np.nan)
+    ref_samples = np.full(n_boot, np.nan)
+    rc, rb = report.replicates.get(cand), report.replicates.get(base)
+    if rc is not None and rb is not None and rc.frontier is not None and rb.frontier is not None:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            curve_samples = rb.frontier_compute(losses) / rc.frontier_compute(losses)
+            ref_samples = (rb.frontier_compute(np.array([ref])) / rc.frontier_compute(np.array([ref])))[:, 0]
+    low, high = percentile_band(curve_samples, report.options.level)
+    return MultiplierFit(
+        candidate=cand,
+        baseline=base,
+        range=span,
+        value=float(multiplier(fc, fb, ref)),
+        interval=percentile_interval(ref_samples, report.options.level),
+        losses=losses,
+        curve=multiplier(fc, fb, losses),
+        curve_low=low,
+        curve_high=high,
     )
 
 
@@ -375,9 +380,8 @@ def _arms_are(arms: list[str], singular: str, plural: str) -> str:
     return f"arm {arms[0]} {singular}" if len(arms) == 1 else f"arms {' and '.join(arms)} {plural}"
 
 
-def _multiplier_setup(fits: dict[str, ArmFit], options: FitOptions, warnings: list[str]):
-    """(candidate, baseline, loss grid, reference loss), or None with a warning saying why."""
-    cand, base = options.candidate, options.baseline
+def _multiplier_possible(fits: dict[str, ArmFit], cand: str, base: str, warnings: list[str]) -> bool:
+    """Whether the pair has a multiplier; if not, a warning says why."""
     if cand == base:
         raise UserError(f"--candidate and --baseline are both {cand!r}: choose two different arms")
     missing = [a for a in (cand, base) if a not in fits]
@@ -386,17 +390,17 @@ def _multiplier_setup(fits: dict[str, ArmFit], options: FitOptions, warnings: li
             f"no compute multiplier: {_arms_are(missing, 'is', 'are')} not in the data "
             "(choose the pair with --candidate/--baseline)"
         )
-        return None
+        return False
     lacking = [a for a in (cand, base) if fits[a].frontier is None]
     if lacking:
         warnings.append(
             f"no compute multiplier: {_arms_are(lacking, 'has', 'have')} fewer than 2 valid budgets"
         )
-        return None
+        return False
     span = _common_range(fits, cand, base)
     if span.extrapolated:
         warnings.append(
             f"{cand} and {base} frontiers cover no common loss: the multiplier is extrapolated "
             f"between losses {span.low:.3f} and {span.high:.3f}"
         )
-    return cand, base, span.grid(), span.reference
+    return True

@@ -10,9 +10,11 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from analysis.bootstrap import Interval
 from analysis.fit import CELL_QUANTITIES, FRONTIER_LAWS, ArmFit, FitReport, Key
 from analysis.isoflop import Cell
 from analysis.multiplier import efficiency_sentence
+from analysis.parametric import MIN_RUNS, N_PARAMS, RUNS_PER_PARAM
 from scaling.errors import UserError
 from scaling.spec import budget_tag
 
@@ -211,15 +213,49 @@ def _g(x: float) -> str:
     return "-" if x is None or not math.isfinite(x) else f"{x:.3g}"
 
 
-def _with_ci(report: FitReport, key: Key) -> str:
-    iv = report.intervals.get(key)
-    value = report.estimates.get(key, float("nan"))
-    if iv is None or report.options.n_boot == 0 or not math.isfinite(value):
-        return _g(value)
-    return f"{_g(value)} [{_g(iv.low)}, {_g(iv.high)}]"
+WARN_VALID = 0.95  # below this share of replicates with a value, the share is printed beside the interval
 
 
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+def _had(key: Key) -> str:
+    """What a replicate needed to compute the quantity, for `n/a (22% of resamples had a vertex)`."""
+    if key.section == "isoflop":
+        return "had a vertex" if key.quantity != "curvature" else "kept 3 sizes"
+    if key.section == "power_law":
+        return "had 2 valid budgets"
+    if key.section == "multiplier":
+        return "reached a common loss"
+    return "gave a value"
+
+
+def interval_text(
+    value: float, iv: Interval | None, n_boot: int, had: str = "gave a value", sign: float = 1
+) -> str:
+    """`1.2e+04 [9.1e+03, 1.6e+04]`, with the honest cases spelled out: no interval when most
+    resamples failed (`n/a (22% of resamples had a vertex)`), the share when some did, and
+    `[every resample equal]` instead of a point-width interval. `sign` -1 prints -value."""
+    if iv is None or n_boot == 0 or not math.isfinite(value):
+        return _g(sign * value)
+    pct = f"{100 * iv.valid:.0f}%"
+    if not iv.defined:
+        return f"{_g(sign * value)} n/a ({pct} of resamples {had})"
+    if iv.high - iv.low <= 1e-9 * max(abs(iv.low), abs(iv.high)):
+        return f"{_g(sign * value)} [every resample equal]"
+    low, high = sorted((sign * iv.low, sign * iv.high))
+    share = f" ({pct} of resamples)" if iv.valid < WARN_VALID else ""
+    return f"{_g(sign * value)} [{_g(low)}, {_g(high)}]{share}"
+
+
+def _with_ci(report: FitReport, key: Key, sign: float = 1) -> str:
+    return interval_text(
+        report.estimates.get(key, float("nan")),
+        report.intervals.get(key),
+        report.options.n_boot,
+        _had(key),
+        sign,
+    )
+
+
+def text_table(header: list[str], rows: list[list[str]]) -> list[str]:
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     return ["  " + "  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in [header, *rows]]
 
@@ -257,8 +293,27 @@ def cells_grid(report: FitReport) -> list[str]:
     return [
         f"cells: {n_ok} of {len(cells)} convex with the vertex inside the sampled sizes (ok); "
         "only those enter the power laws",
-        *_table(["arm", *(budget_tag(b) for b in budgets)], rows),
+        *text_table(["arm", *(budget_tag(b) for b in budgets)], rows),
     ]
+
+
+def arms_table(report: FitReport) -> list[str]:
+    """One row per arm: the exponents of N*, D* and L* (Approach 2), Approach 3's N_opt exponent,
+    and L* of every budget's valid cell, side by side."""
+    budgets = sorted({c.budget for f in report.arms.values() for c in f.cells})
+    rows = []
+    for a, f in report.arms.items():
+        cells = {c.budget: c for c in f.cells}
+        row = [a, str(f.n_runs)]
+        for q, sign in (("n_star", 1), ("d_star", 1), ("l_star", -1)):
+            key = Key("power_law", a, None, f"{q}.exponent")
+            row.append(_with_ci(report, key, sign) if key in report.estimates else "-")
+        key = Key("parametric", a, None, "n_opt_exponent")
+        row.append(_with_ci(report, key) if key in report.estimates else "not fitted")
+        row += [_g(cells[b].l_star) if b in cells and cells[b].valid else "-" for b in budgets]
+        rows.append(row)
+    header = ["arm", "runs", "N* ~ C^a", "D* ~ C^b", "L* ~ C^-g", "A3: N_opt ~ C^x"]
+    return text_table(header + [f"L* {budget_tag(b)}" for b in budgets], rows)
 
 
 def summary(report: FitReport) -> str:
@@ -267,12 +322,14 @@ def summary(report: FitReport) -> str:
         f"{len(report.data)} runs, {len(report.arms)} arm(s) from {report.data.source}",
         f"compute axis: {_x_label(report)}; {o.n_boot} bootstrap resamples (seed {o.seed}), "
         f"{100 * o.level:g}% percentile intervals",
+        "",
+        *arms_table(report),
     ]
     for f in report.arms.values():
         a = f.arm
         lines += ["", f"{a} ({f.n_runs} runs)"]
         if f.cells:
-            lines += _table(
+            lines += text_table(
                 ["budget", "sizes N", "C*", "N*", "D*", "L*", "flags"],
                 [
                     [
@@ -299,6 +356,11 @@ def summary(report: FitReport) -> str:
             params = "  ".join(f"{q} {ci[q]}" for q in ("E", "A", "B", "alpha", "beta"))
             lines.append(f"  Approach 3: {params}")
             lines.append(f"  Approach 3: N_opt ~ C^{ci['n_opt_exponent']} (under C = 6ND)")
+        else:
+            lines.append(
+                f"  Approach 3: not fitted ({f.n_runs} runs; its {N_PARAMS} parameters need "
+                f"{RUNS_PER_PARAM} runs each, {MIN_RUNS})"
+            )
     lines += ["", *cells_grid(report)]
     sentence = multiplier_sentence(report)
     if sentence is not None:

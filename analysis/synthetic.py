@@ -69,6 +69,26 @@ def isoflop_runs(
     return {k: np.asarray(v) for k, v in cols.items()}
 
 
+def exact_parabola_runs(
+    k: float, arm: str, budgets=(1e18, 3e18, 1e19), sizes: int = 7
+) -> dict[str, np.ndarray]:
+    """Runs on exact parabolas in ln N whose vertices follow L*(C) = 40 (k C)^-0.06 and
+    N*(C) = 0.1 (k C)^0.5 exactly: two arms with scales k1, k2 have the multiplier k1 / k2 at every
+    loss, with no approximation between the runs and the fitted frontiers."""
+    rows: dict[str, list] = {
+        c: [] for c in ("arm", "budget_flops", "params_non_embedding", "tokens", "val_loss")
+    }
+    for c in budgets:
+        n_star, l_star = 0.1 * (k * c) ** 0.5, 40.0 * (k * c) ** -0.06
+        n = n_star * np.geomspace(0.25, 4, sizes)
+        rows["arm"] += [arm] * sizes
+        rows["budget_flops"] += [c] * sizes
+        rows["params_non_embedding"] += n.tolist()
+        rows["tokens"] += (c / (6 * n)).tolist()
+        rows["val_loss"] += (l_star + 0.04 * np.log(n / n_star) ** 2).tolist()
+    return {key: np.asarray(v) for key, v in rows.items()}
+
+
 def to_table(*parts: dict[str, np.ndarray]) -> pa.Table:
     """Concatenates parts from isoflop_runs into a table with a unique run_key per row."""
     cols = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}

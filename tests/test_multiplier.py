@@ -9,6 +9,8 @@ import pytest
 from analysis.fit import FitOptions, fit_runs
 from analysis.isoflop import POWER, SATURATING, LossFrontier
 from analysis.multiplier import common_loss_range, efficiency_sentence, multiplier
+from analysis.report import summary
+from analysis.synthetic import exact_parabola_runs, to_table
 from analysis.table import load_runs
 
 
@@ -42,28 +44,19 @@ def test_sentence():
     assert s == "a is 10.0% [5.0, 15.0] less FLOPs-efficient than b at val loss 2.00"
     s = efficiency_sentence("a", "b", 1.2, float("nan"), float("nan"), 2.0)  # --bootstrap 0
     assert s == "a is 20.0% more FLOPs-efficient than b at val loss 2.00"
-
-
-def _exact_parabola_runs(k: float, arm: str, budgets=(1e18, 3e18, 1e19)) -> dict:
-    """Runs on exact parabolas in ln N whose vertices follow L*(C) = 40 (k C)^-0.06 exactly."""
-    rows = {c: [] for c in ("arm", "budget_flops", "params_non_embedding", "tokens", "val_loss")}
-    for c in budgets:
-        n_star, l_star = 0.1 * (k * c) ** 0.5, 40.0 * (k * c) ** -0.06
-        n = n_star * np.geomspace(0.25, 4, 7)
-        rows["arm"] += [arm] * 7
-        rows["budget_flops"] += [c] * 7
-        rows["params_non_embedding"] += n.tolist()
-        rows["tokens"] += (c / (6 * n)).tolist()
-        rows["val_loss"] += (l_star + 0.04 * np.log(n / n_star) ** 2).tolist()
-    return rows
+    # factors beyond 2 read as factors, not as thousands of percent
+    s = efficiency_sentence("ar", "duo", 410.0, 240.0, 891.0, 2.2)
+    assert s == "ar is 410x [240x, 891x] as FLOPs-efficient as duo at val loss 2.20"
+    s = efficiency_sentence("duo", "ar", 1 / 410, 1 / 891, 1 / 240, 2.2)
+    assert s == "duo needs 410x [240x, 891x] the compute of ar at val loss 2.20"
 
 
 def test_end_to_end_multiplier_exact(tmp_path):
-    import pyarrow as pa
-
     k = 1.25
-    a, b = _exact_parabola_runs(k, "mdlm-ce"), _exact_parabola_runs(1.0, "mdlm-elbo")
-    pq.write_table(pa.table({c: a[c] + b[c] for c in a}), tmp_path / "runs.parquet")
+    pq.write_table(
+        to_table(exact_parabola_runs(k, "mdlm-ce"), exact_parabola_runs(1.0, "mdlm-elbo")),
+        tmp_path / "runs.parquet",
+    )
     data, _ = load_runs(tmp_path / "runs.parquet")
     report = fit_runs(data, FitOptions(n_boot=30, seed=1))
     m = report.multiplier
@@ -72,4 +65,6 @@ def test_end_to_end_multiplier_exact(tmp_path):
     np.testing.assert_allclose(m.curve, k, rtol=1e-9)
     # every resample of exact data refits the same frontiers: the interval collapses onto k
     assert m.interval.low == pytest.approx(k, rel=1e-6) and m.interval.high == pytest.approx(k, rel=1e-6)
+    # ... which the summary says in words rather than as a point-width interval
+    assert "[every resample equal]" in summary(report) or "n/a (" in summary(report)
     assert not m.range.extrapolated

@@ -70,3 +70,62 @@ def test_extra_start_at_the_optimum_keeps_it():
     )
     assert again.objective <= best.objective + 1e-12
     assert again.alpha == pytest.approx(best.alpha, abs=1e-4)
+
+
+def test_hessian_matches_finite_differences_of_the_gradient():
+    from analysis.parametric import hessian
+
+    ln_n, ln_d, ln_l = _logs(isoflop_runs(noise=0.01, seed=6))
+    law = fit_parametric(np.exp(ln_n), np.exp(ln_d), np.exp(ln_l))
+    for theta in (law.theta, law.theta + np.array([0.05, -0.2, 0.3, 0.02, -0.03])):
+        numeric = np.array(
+            [
+                (objective(theta + h, ln_n, ln_d, ln_l)[1] - objective(theta - h, ln_n, ln_d, ln_l)[1]) / 2e-6
+                for h in np.eye(5) * 1e-6
+            ]
+        )
+        np.testing.assert_allclose(
+            hessian(theta, ln_n, ln_d, ln_l), numeric, rtol=1e-4, atol=1e-6 * np.abs(numeric).max()
+        )
+
+
+def test_batched_bfgs_reaches_scipys_optimum_of_weighted_problems():
+    """minimize_batch on weighted copies of the runs (a bootstrap replicate as weights) ends where
+    L-BFGS-B ends on the drawn rows themselves, from the same start."""
+    from analysis.parametric import batch_objective, minimize_batch
+
+    r = isoflop_runs(noise=0.01, seed=7)
+    n, d, loss = r["params_non_embedding"], r["tokens"], r["val_loss"]
+    full = fit_parametric(n, d, loss)
+    rng = np.random.default_rng(0)
+    index = rng.integers(0, len(n), size=(5, len(n)))
+    weights = np.stack([np.bincount(i, minlength=len(n)).astype(float) for i in index])
+    theta, value = minimize_batch(np.tile(full.theta, (5, 1)), weights, *map(np.log, (n, d, loss)))
+    for row, i in enumerate(index):
+        ref = fit_parametric(n[i], d[i], loss[i], extra_starts=[full.theta], n_starts=0)
+        assert value[row] <= ref.objective * (1 + 1e-9)
+        assert theta[row, 3] == pytest.approx(ref.alpha, abs=1e-4)
+        own, _ = batch_objective(theta[row], weights[row], *map(np.log, (n, d, loss)))
+        assert own == pytest.approx(value[row], rel=1e-12)
+
+
+def test_too_few_runs_per_parameter_leave_approach_3_out(tmp_path):
+    """Approach 3 needs 3 runs per parameter (15); 14 runs are fitted by Approach 2 only."""
+    import pyarrow.parquet as pq
+
+    from analysis.fit import FitOptions, fit_runs
+    from analysis.parametric import MIN_RUNS
+    from analysis.synthetic import to_table
+    from analysis.table import load_runs
+
+    assert MIN_RUNS == 15
+    r = isoflop_runs(noise=0.005, seed=8, sizes_per_budget=3)  # 5 budgets x 3 sizes = 15 runs
+    pq.write_table(to_table(r), tmp_path / "15.parquet")
+    pq.write_table(to_table({k: v[1:] for k, v in r.items()}), tmp_path / "14.parquet")
+    fifteen = fit_runs(load_runs(tmp_path / "15.parquet")[0], FitOptions(n_boot=0))
+    fourteen = fit_runs(load_runs(tmp_path / "14.parquet")[0], FitOptions(n_boot=0))
+    assert fifteen.arms["synthetic"].parametric is not None
+    assert fourteen.arms["synthetic"].parametric is None
+    assert any(
+        "Approach 3 not fitted: 14 runs cannot identify its 5 parameters" in w for w in fourteen.warnings
+    )

@@ -1,21 +1,17 @@
 """`scaling fit SWEEP` or `scaling fit --runs FILE.parquet --out DIR`: IsoFLOP parabolas and power
 laws (Approach 2), the parametric law (Approach 3), the compute multiplier, bootstrap intervals.
-Writes fits.json and fits.parquet (docs/results-schema.md) and prints a summary."""
+Writes fits.json and fits.parquet (docs/results-schema.md) and prints a summary; the work is
+scaling/workflows/fit.py's."""
 
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
-import sys
 from pathlib import Path
 
-import analysis
 from analysis.bootstrap import DEFAULT_N_BOOT
 from analysis.multiplier import DEFAULT_BASELINE, DEFAULT_CANDIDATE
 from analysis.table import MINIMAL_COLUMNS, X_CHOICES
-from scaling import atomic, paths
-from scaling.errors import UserError
+from scaling import paths
 from scaling.flops import CONVENTIONS
 
 
@@ -63,10 +59,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     # imported here so that `scaling --help` does not load scipy
-    from analysis.fit import FitOptions, fit_runs
-    from analysis.report import summary, to_json, to_table
-    from analysis.table import load_runs
-    from scaling.collect import parquet_bytes
+    from scaling.workflows.fit import FitRequest, fit_sweep
 
     runs_path, out = paths.stage_paths(
         "fit",
@@ -79,74 +72,23 @@ def run(args: argparse.Namespace) -> int:
         writes="fits",
         out_holds="fits.json and fits.parquet",
     )
-    if args.bootstrap < 0:
-        raise UserError(f"--bootstrap {args.bootstrap}: give a count >= 0")
-    arms = [a.strip() for a in args.arms.split(",") if a.strip()] if args.arms else None
-    pair = {a for a in (args.candidate, args.baseline) if a is not None}
-    if arms is not None:
-        outside = sorted(pair - set(arms))
-        if outside:
-            raise UserError(f"--candidate/--baseline {', '.join(outside)} not in --arms: add it to --arms")
-    digest = _input_digest(runs_path, args)
-    cached = _cached(out, digest) if not args.force else None
-    if cached is not None:
-        for w in cached["warnings"]:
-            print(f"scaling fit: warning: {w}", file=sys.stderr)
-        print(cached["summary"])
-        print(f"\nunchanged runs and options: kept {out / 'fits.json'} (--force refits)")
-        return 0
-    data, warnings = load_runs(runs_path, flops=args.flops, x=args.x, arms=arms)
-    options = FitOptions(
-        n_boot=args.bootstrap,
-        seed=args.seed,
-        candidate=args.candidate or DEFAULT_CANDIDATE,
-        baseline=args.baseline or DEFAULT_BASELINE,
-        named_arms=frozenset(arms or ()) | frozenset(pair),
+    fit_sweep(
+        FitRequest(
+            runs=runs_path,
+            out=out,
+            flops=args.flops,
+            x=args.x,
+            n_boot=args.bootstrap,
+            seed=args.seed,
+            candidate=args.candidate,
+            baseline=args.baseline,
+            arms=parse_arms(args.arms),
+            force=args.force,
+        )
     )
-    report = fit_runs(data, options, progress=_progress if sys.stderr.isatty() else None)
-    # both files are serialized before either is written: a failure leaves no partial output
-    fits_json = json.dumps(to_json(report), indent=1, allow_nan=False) + "\n"
-    fits_parquet = parquet_bytes(to_table(report))
-    all_warnings = warnings + report.warnings
-    for w in all_warnings:
-        print(f"scaling fit: warning: {w}", file=sys.stderr)
-    text = summary(report)
-    print(text)
-    atomic.write_text(out / "fits.json", fits_json)
-    atomic.write_bytes(out / "fits.parquet", fits_parquet)
-    atomic.write_json(out / CACHE_FILE, {"digest": digest, "warnings": all_warnings, "summary": text})
-    print(f"\nwrote {out / 'fits.json'} and {out / 'fits.parquet'}")
     return 0
 
 
-CACHE_FILE = ".fit-cache.json"  # what the last fit read and printed: a rerun on the same inputs reuses it
-
-
-def _input_digest(runs_path: Path, args: argparse.Namespace) -> str | None:
-    """Everything the fit depends on: the table's bytes, the options and the fitting code."""
-    try:
-        table = runs_path.read_bytes()
-    except OSError:
-        return None  # load_runs reports the problem
-    h = hashlib.sha256(table)
-    options = [args.flops, args.x, args.bootstrap, args.seed, args.candidate, args.baseline, args.arms]
-    h.update(json.dumps(options).encode())
-    for source in sorted(Path(analysis.__file__).parent.glob("*.py")):
-        h.update(source.read_bytes())
-    return h.hexdigest()
-
-
-def _cached(out: Path, digest: str | None) -> dict | None:
-    if digest is None or not (out / "fits.json").exists() or not (out / "fits.parquet").exists():
-        return None
-    try:
-        cache = json.loads((out / CACHE_FILE).read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-    return cache if isinstance(cache, dict) and cache.get("digest") == digest else None
-
-
-def _progress(i: int, n: int) -> None:
-    if i == n or i % max(1, n // 100) == 0:
-        end = "\n" if i == n else ""
-        print(f"\rbootstrap {i}/{n}", end=end, file=sys.stderr, flush=True)
+def parse_arms(text: str | None) -> tuple[str, ...] | None:
+    """--arms a,b -> ('a', 'b'); None when not given."""
+    return tuple(a.strip() for a in text.split(",") if a.strip()) if text else None
