@@ -8,6 +8,7 @@ import json
 import shutil
 import struct
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -149,6 +150,23 @@ def _wandb_records(path: Path) -> list:
     return records
 
 
+def _finished(path: Path, timeout: float = 30.0) -> list:
+    """The records of a W&B run file once its exit record is on disk: W&B's service process may
+    still be writing the file when finish() has returned."""
+    from google.protobuf.message import DecodeError
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            records = _wandb_records(path)
+            if any(r.WhichOneof("record_type") == "exit" for r in records):
+                return records
+        except (DecodeError, AssertionError):  # the header or a record half written
+            pass
+        assert time.monotonic() < deadline, f"{path} has no exit record after {timeout:.0f} s"
+        time.sleep(0.2)
+
+
 def test_wandb_offline_run_read_back_and_resumed(tmp_path, byte_shards, monkeypatch):
     pytest.importorskip("wandb", reason="W&B is not installed: pip install 'dllm-scaling[wandb]'")
     for var in ("WANDB_MODE", "WANDB_PROJECT", "WANDB_ENTITY", "WANDB_API_KEY", "WANDB_BASE_URL"):
@@ -161,7 +179,7 @@ def test_wandb_offline_run_read_back_and_resumed(tmp_path, byte_shards, monkeypa
     assert [f.name for f in files] == [f"run-{run_id}.wandb"] * 2  # the resumed process: the same W&B run
     histories = []
     for f in files:
-        records = _wandb_records(f)
+        records = _finished(f)
         (head,) = [r.run for r in records if r.WhichOneof("record_type") == "run"]
         assert (head.run_id, head.display_name, head.run_group) == (run_id, spec.run_key, "demo")
         assert list(head.tags) == ["ar", "1e9", "d16-l1"]
