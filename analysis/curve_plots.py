@@ -25,11 +25,11 @@ from analysis.plots import (
     LOSS_LABEL,
     STDERR_NOTE,
     WIDTH,
-    _caption,
-    _log_ticks,
-    _loss_limits,
-    _power_text,
+    caption,
+    log_ticks,
+    loss_limits,
     plt,
+    power_text,
 )
 from scaling.flops import CONVENTIONS
 
@@ -125,14 +125,14 @@ def cells_figure(
                 ax.text(0.5, 0.5, "no runs", transform=ax.transAxes, ha="center", va="center", color="0.4")
             ax.set_xscale("log")
             if r == 0:
-                ax.set_title(f"{_power_text(budget)} FLOPs")
+                ax.set_title(f"{power_text(budget)} FLOPs")
             if c == 0:
                 ax.set_ylabel(f"{arm}\n{LOSS_LABEL}", fontsize=7)
-    lims = _loss_limits(np.array(v["val_loss"], dtype=float), pad=0.04)
+    lims = loss_limits(np.array(v["val_loss"], dtype=float), pad=0.04)
     if lims is not None:
         axes[0][0].set_ylim(*lims)
     for ax in axes.flat:
-        _log_ticks(ax.xaxis)
+        log_ticks(ax.xaxis)
     convention_name = x_col.removeprefix("flops_")
     fig.supxlabel(f"training compute so far (FLOPs, {convention_name} convention)", fontsize=8)
     bar = fig.colorbar(ScalarMappable(norm, cmap), ax=axes, shrink=0.6, aspect=30, pad=0.01)
@@ -144,7 +144,7 @@ def cells_figure(
     ]
     fig.legend(handles=handles, loc="outside upper center", ncols=2)
     if errors:
-        _caption(fig, [STDERR_NOTE.replace("error bars", "Error bars")])
+        caption(fig, [STDERR_NOTE])
     return fig
 
 
@@ -179,7 +179,7 @@ def run_figure(curves: pa.Table, run_key: str, notes: list[str]):
         )
     loss_ax.set_ylabel("loss (nats/token)")
     loss_ax.legend()
-    lims = _loss_limits(np.concatenate([train[len(train) // 10 :], val]), pad=0.08)  # past the first drop
+    lims = loss_limits(np.concatenate([train[len(train) // 10 :], val]), pad=0.08)  # past the first drop
     if lims is not None:
         loss_ax.set_ylim(lims[0], max(lims[1], float(val.max()) if len(val) else lims[1]))
     for ax, col, label, log in (
@@ -192,14 +192,14 @@ def run_figure(curves: pa.Table, run_key: str, notes: list[str]):
         ax.set_ylabel(label)
         if log and len(y) and (y > 0).all():
             ax.set_yscale("log")
-            _log_ticks(ax.yaxis, plain=True)  # norms near 1: 0.5, 1, 2 read better than powers
+            log_ticks(ax.yaxis, plain=True)  # norms near 1: 0.5, 1, 2 read better than powers
     for ax in axes[1]:
         ax.set_xlabel("optimizer step")
     first = idx[0]
     n = float(f"{d['params_non_embedding'][first]:.2g}")
     fig.suptitle(
-        f"{run_key}: {d['arm'][first]}, $N$ = {_power_text(n)}, "
-        f"budget {_power_text(float(d['budget_flops'][first]))} FLOPs",
+        f"{run_key}: {d['arm'][first]}, $N$ = {power_text(n)}, "
+        f"budget {power_text(float(d['budget_flops'][first]))} FLOPs",
         fontsize=8.5,
     )
     return fig

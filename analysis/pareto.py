@@ -233,7 +233,7 @@ def plot_frontier(table: pa.Table, out_dir: Path, data_ppl: float | None = None)
     """Throughput (x, log) against generative perplexity (y, log): one colour and marker per arm,
     a line through each arm's own non-dominated points, the overall frontier as a grey staircase
     with ringed points labelled by step count. PNG and PDF."""
-    from analysis.plots import ARM_COLOURS, STYLE, WIDTH, _log_ticks, plt, save
+    from analysis.plots import ARM_COLOURS, STYLE, WIDTH, log_ticks, plt, save
 
     d = table.to_pydict()
     x, y = np.array(d["tokens_per_s"], dtype=float), np.array(d["gen_ppl"], dtype=float)
@@ -261,8 +261,8 @@ def plot_frontier(table: pa.Table, out_dir: Path, data_ppl: float | None = None)
             ax.axhline(data_ppl, color="0.4", ls=":", lw=0.8, label="validation data")
         ax.set_xscale("log")
         ax.set_yscale("log")
-        _log_ticks(ax.xaxis)  # throughput in powers of ten, as every figure's log axes
-        _log_ticks(ax.yaxis, plain=True)  # plain numbers: perplexities span about a decade
+        log_ticks(ax.xaxis)  # throughput in powers of ten, as every figure's log axes
+        log_ticks(ax.yaxis, plain=True)  # plain numbers: perplexities span about a decade
         first = {k: (v[0] if v else "-") for k, v in d.items()}
         ax.set_xlabel(f"sampling throughput (tokens/s; batch {first['batch']}, {first['device']})")
         ax.set_ylabel("generative perplexity")

@@ -87,7 +87,7 @@ MIN_COMPUTE_DECADES = 1.0
 MIN_ESTIMATE_DECADES = 0.15  # and an axis of estimates at least this many (a factor 1.4)
 DODGE_FRACTION = 0.012  # arms sharing a budget are shifted apart by this fraction of the axis
 LABEL_INCHES = 0.45  # room a tick label such as 2x10^4 needs along a horizontal axis
-STDERR_NOTE = "error bars: $\\pm 1$ standard error over the validation windows"
+STDERR_NOTE = "Error bars: $\\pm 1$ standard error over the validation windows"
 
 
 def _compute_label(fits: dict) -> str:
@@ -127,7 +127,7 @@ def _grid(n: int, height: float, max_cols: int = 3):
     return fig, list(axes.flat[: max(n, 1)])
 
 
-def _loss_limits(values, pad: float = 0.06) -> tuple[float, float] | None:
+def loss_limits(values, pad: float = 0.06) -> tuple[float, float] | None:
     v = _arr(np.ravel(values))
     v = v[np.isfinite(v)]
     if v.size == 0:
@@ -171,8 +171,8 @@ def isoflop_figure(
         return None
     budgets, colour = _budget_colours(_fit_budgets(fits))
     fig, axes = _grid(len(arms), 2.3)
-    shared = _loss_limits([v for a in arms for v in fits["arms"][a]["runs"]["val_loss"]]) if share_y else None
-    caption, with_errors = [], False
+    shared = loss_limits([v for a in arms for v in fits["arms"][a]["runs"]["val_loss"]]) if share_y else None
+    flagged_cells, with_errors = [], False
     for ax, arm in zip(axes, arms):
         a = fits["arms"][arm]
         runs = a["runs"]
@@ -222,19 +222,19 @@ def isoflop_figure(
             notes.append(f"isoflop {arm}: budgets without a parabola (too few sizes): {skipped}")
             flagged.append(f"too few sizes: {skipped}")
         if flagged:
-            caption.append(f"{arm}: " + "; ".join(flagged))
+            flagged_cells.append(f"{arm}: " + "; ".join(flagged))
         ax.set_xscale("log")
         n_ok = n[np.isfinite(n) & (n > 0)]
         ax.set_xlim(n_ok.min() / 1.25, n_ok.max() * 1.25)
-        lims = shared or _loss_limits(loss)
+        lims = shared or loss_limits(loss)
         if lims is not None:
             ax.set_ylim(*lims)
-        _log_ticks(ax.xaxis)
+        log_ticks(ax.xaxis)
         ax.set_title(arm)
         ax.set_xlabel("non-embedding parameters $N$")
         ax.set_ylabel(LOSS_LABEL)
     handles = [
-        Line2D([], [], color=colour(b), marker="o", ls="--", ms=3, lw=0.9, label=f"{_power_text(b)} FLOPs")
+        Line2D([], [], color=colour(b), marker="o", ls="--", ms=3, lw=0.9, label=f"{power_text(b)} FLOPs")
         for b in budgets
     ]
     handles.append(
@@ -242,15 +242,15 @@ def isoflop_figure(
     )
     lines = []
     if with_errors:
-        lines.append(STDERR_NOTE.replace("error bars", "Error bars"))
-    if caption:
+        lines.append(STDERR_NOTE)
+    if flagged_cells:
         handles += [
             Line2D([], [], color=FLAGGED_GREY, ls=":", lw=0.9, label="flagged parabola"),
             Line2D([], [], color=FLAGGED_GREY, marker="x", ls="none", ms=5, mew=1.2, label="flagged vertex"),
         ]
-        lines += ["Flagged cells (dotted, not used for the frontiers):"] + caption
+        lines += ["Flagged cells (dotted, not used for the frontiers):"] + flagged_cells
     if lines:
-        _caption(fig, lines)
+        caption(fig, lines)
     fig.legend(handles=handles, loc="outside right upper", title="budget", title_fontsize=7)
     return fig
 
@@ -261,7 +261,7 @@ def _short(v: float) -> str:
     return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
 
 
-def _power_text(v: float) -> str:
+def power_text(v: float) -> str:
     """6e18 -> 6x10^18, 1e19 -> 10^19 in mathtext: the notation of the tick labels."""
     if not (v > 0 and math.isfinite(v)):
         return ""
@@ -271,7 +271,7 @@ def _power_text(v: float) -> str:
     return f"${mantissa}\\times10^{{{int(exponent)}}}$"
 
 
-def _caption(fig, lines: list[str]) -> None:
+def caption(fig, lines: list[str]) -> None:
     """A note block under the whole figure (saved with bbox_inches="tight"), wrapped to its width:
     per-panel notes of long flag lists would run into each other."""
     width = int(fig.get_figwidth() * 22)  # characters of 6 pt serif per inch, with a margin
@@ -448,8 +448,8 @@ def frontiers_figure(fits: dict, notes: list[str]):
                 handlelength=1.5,
                 borderaxespad=0,
             )
-        _log_ticks(ax.yaxis, plain=q == "l_star")
-        _log_ticks(ax.xaxis)
+        log_ticks(ax.yaxis, plain=q == "l_star")
+        log_ticks(ax.xaxis)
     handles = [Line2D([], [], color=colours[arm], marker="o", ls="none", ms=3.5, label=arm) for arm in arms]
     marker: dict[str, Any] = {"color": "k", "marker": "o", "ls": "none", "ms": 3.5}
     handles.append(Line2D([], [], **marker, label="valid vertex, 95% CI"))
@@ -488,7 +488,7 @@ def _tick_subs(axis, lo: float, hi: float) -> list[float]:
     return [1.0]
 
 
-def _log_ticks(axis, plain: bool = False) -> None:
+def log_ticks(axis, plain: bool = False) -> None:
     """Labelled ticks that cannot run into each other, chosen for the span shown and the room along
     the axis (set after the limits): powers of ten (2x10^4) or plain numbers; minor ticks unlabelled."""
     lo, hi = axis.get_view_interval()
@@ -505,7 +505,7 @@ def _log_ticks(axis, plain: bool = False) -> None:
         fmt = ScalarFormatter(useOffset=False)
         fmt.set_scientific(False)
     else:
-        fmt = FuncFormatter(lambda v, _: _power_text(v))
+        fmt = FuncFormatter(lambda v, _: power_text(v))
     axis.set_major_formatter(fmt)
     axis.set_minor_formatter(NullFormatter())
 
@@ -569,7 +569,7 @@ def multiplier_figure(fits: dict, notes: list[str]):
     if finite.size:
         pad = 0.03 * (finite.max() - finite.min() or 1.0)
         ax.set_xlim(finite.min() - pad, finite.max() + pad)
-    _log_ticks(ax.yaxis, plain=True)
+    log_ticks(ax.yaxis, plain=True)
     ax.set_xlabel(LOSS_LABEL)
     ax.set_ylabel(
         f"$C_{{\\mathrm{{{_tex(m['baseline'])}}}}}(L) \\,/\\, C_{{\\mathrm{{{_tex(m['candidate'])}}}}}(L)$"
@@ -623,7 +623,7 @@ def residuals_figure(fits: dict, notes: list[str], share_y: bool = True):
         ax.set_xscale("log")
         if limit is not None:
             ax.set_ylim(-limit, limit)
-        _log_ticks(ax.xaxis)
+        log_ticks(ax.xaxis)
         ax.set_xlabel("non-embedding parameters $N$")
         ax.set_ylabel(r"$\ln L - \ln \hat L$ ($\times 10^{-3}$)")
         rms = np.sqrt(np.nanmean(res**2))
@@ -638,7 +638,7 @@ def residuals_figure(fits: dict, notes: list[str], share_y: bool = True):
         fontsize=8,
     )
     handles = [
-        Line2D([], [], color=colour(b), marker="o", ls="none", ms=3, label=f"{_power_text(b)} FLOPs")
+        Line2D([], [], color=colour(b), marker="o", ls="none", ms=3, label=f"{power_text(b)} FLOPs")
         for b in budgets
     ]
     fig.legend(handles=handles, loc="outside right upper", title="budget", title_fontsize=7)
