@@ -46,6 +46,8 @@ class Noise:
     def _rows(self, shape: tuple[int, ...], stream: str, draw: Callable) -> Tensor:
         rows, rest = shape[0], tuple(shape[1:])
         first, last = self.first_row // NOISE_BLOCK, (self.first_row + rows - 1) // NOISE_BLOCK
+        if self.device.type == "meta":  # shapes only (a traced step): no values, no generator
+            return draw(None, (rows, *rest))
         generator = torch.Generator(device=self.device)
         blocks = [
             draw(generator.manual_seed(mix(*self.key, STREAMS[stream], b)), (NOISE_BLOCK, *rest))
