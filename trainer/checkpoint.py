@@ -53,13 +53,18 @@ class _Hashing(io.RawIOBase):
 
     def __init__(self, file: IO[bytes], digest) -> None:
         self.file, self.digest = file, digest
+        self.error: OSError | None = None  # the file system's error (a full disk), kept
 
     def writable(self) -> bool:
         return True
 
     def write(self, data) -> int:
         self.digest.update(data)
-        return self.file.write(data)
+        try:
+            return self.file.write(data)
+        except OSError as e:
+            self.error = e
+            raise
 
 
 def save(run_dir: str | Path, step: int, state: dict) -> Path:
@@ -75,7 +80,13 @@ def write(path: Path, state: dict) -> None:
     """`path` and its digest file, the state streamed to disk (no copy of it in memory)."""
     digest = hashlib.sha256()
     with atomic.replacing(path) as f:
-        torch.save(state, cast(IO[bytes], _Hashing(f, digest)))
+        stream = _Hashing(f, digest)
+        try:
+            torch.save(state, cast(IO[bytes], stream))
+        except RuntimeError:
+            if stream.error is not None:  # torch's writer, closing, puts its own error in front
+                raise stream.error from None
+            raise
     atomic.write_text(path.with_suffix(".sha256"), digest.hexdigest() + "\n")
 
 
