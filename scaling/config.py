@@ -44,6 +44,20 @@ class SizeRule:
     max_sizes: int = 0  # 0: no limit; else keep this many, spread evenly in ln N
 
 
+AUTO = "auto"  # `sizes: auto`: each budget's sizes placed by the fits of the lower budgets
+
+
+@dataclass
+class AutoSizes:
+    """How `sizes: auto` places a budget's window of sizes (scaling/plan.py, docs/config.md)."""
+
+    n_sizes: int = 5  # sizes per (arm, budget)
+    span: float = 2.0  # ln N from the smallest to the largest size (2.0: a factor e^2 = 7.4)
+    max_span: float = 4.0  # the window widens up to this when the predicted N* is uncertain
+    models: list[str] = field(default_factory=list)  # ladder shapes to choose from ([]: the whole ladder)
+    arm_models: dict[str, list[str]] = field(default_factory=dict)  # per arm, instead of models
+
+
 @dataclass
 class SizeList:
     """The models to train at one budget; a record without a budget is the default for every
@@ -113,7 +127,10 @@ class SweepConfig:
     ladder: Any = MISSING  # a ladder name or YAML path, a list of shapes, or {generate: {...}}
     flops_convention: str = "reference"
     seeds: list[int] = field(default_factory=lambda: [0])
-    sizes: list[SizeList] = field(default_factory=list)
+    # records like [{budget: 6e18, models: [...]}] or `auto`; typed list[SizeList] by _hints (the field
+    # holds a string too), converted by _to_sweep
+    sizes: Any = field(default_factory=list)
+    auto_sizes: AutoSizes = field(default_factory=AutoSizes)
     # arm -> records like sizes; typed dict[str, list[SizeList]] by _hints (OmegaConf 2.3 neither checks
     # records nested in a dict of lists nor lets an override assign plain ones), converted by _to_sweep
     arm_sizes: dict[str, Any] = field(default_factory=dict)
@@ -387,6 +404,8 @@ def _to_sweep(cfg, default_name: str) -> SweepConfig:
         str(arm): [r if isinstance(r, SizeList) else _size_list(r) for r in records]
         for arm, records in sweep.arm_sizes.items()
     }
+    if sweep.sizes != AUTO:
+        sweep.sizes = [r if isinstance(r, SizeList) else _size_list(r) for r in sweep.sizes]
     if not sweep.name:
         sweep.name = default_name
     check_sweep(sweep)
@@ -465,13 +484,32 @@ def check_sweep(cfg: SweepConfig) -> None:
             )
         if rule.max_sizes < 0:
             raise UserError(f"size_rule.max_sizes must be >= 0 (0: no limit), got {rule.max_sizes}")
-    _check_records("sizes", cfg.sizes)
+    if cfg.sizes == AUTO:
+        _check_auto(cfg)
+    else:
+        _check_records("sizes", cfg.sizes)
     for arm, records in cfg.arm_sizes.items():
         arm_info(arm)
         _check_records(f"arm_sizes.{arm}", records)
     ladder = cfg.ladder
     if not (isinstance(ladder, (str, list)) or (isinstance(ladder, dict) and set(ladder) == {"generate"})):
         raise UserError(f"ladder must be a name, a list of shapes or {{generate: {{...}}}}, got {ladder!r}")
+
+
+def _check_auto(cfg: SweepConfig) -> None:
+    a = cfg.auto_sizes
+    if a.n_sizes < 3:
+        raise UserError(f"auto_sizes.n_sizes {a.n_sizes}: an IsoFLOP parabola needs at least 3 sizes")
+    if not 0 < a.span <= a.max_span < math.inf:
+        raise UserError(f"auto_sizes needs 0 < span <= max_span (ln N), got {a.span} and {a.max_span}")
+    if cfg.size_rule is not None:
+        raise UserError("sizes: auto and a size_rule both choose the sizes: keep one")
+    if cfg.arm_sizes:
+        raise UserError(
+            "sizes: auto places every arm's sizes, arm_sizes too: drop arm_sizes (override ~arm_sizes) and give an arm its own shapes with auto_sizes.arm_models"
+        )
+    for arm in a.arm_models:
+        arm_info(arm)
 
 
 def _positive(where: str, value: float) -> None:
@@ -513,6 +551,7 @@ def _hints(cls: Any) -> dict[str, Any]:
         hints = get_type_hints(cls)
         if cls is SweepConfig:
             hints["arm_sizes"] = dict[str, list[SizeList]]
+            hints["sizes"] = list[SizeList]  # or the word `auto` (_check_value)
         _HINTS[cls] = hints
     return _HINTS[cls]
 
@@ -589,6 +628,12 @@ def _check_value(value: Any, hint: Any, path: str, context: str) -> None:
             _check_value(v, hints[key], _join(path, key), context)
         return
     if get_origin(base) is list:
+        if get_args(base)[0] is SizeList and path == "sizes" and value == AUTO:
+            return
+        if get_args(base)[0] is SizeList and path == "sizes" and isinstance(value, str):
+            raise UserError(
+                f"sizes: expected `auto` or a list of {{budget, models}} records, got {_flow(value)}"
+            )
         if not isinstance(value, list):
             if get_args(base)[0] is SizeList and isinstance(value, dict):
                 raise UserError(_mapping_sizes_message(path, value, context))

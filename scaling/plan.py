@@ -3,14 +3,21 @@
 Pure: it reads the config and the ladder and returns specs and warnings; nothing is written.
 steps = floor(C / (3 * F_fwd_seq * global_batch)) under the sweep's planning convention, so every
 run spends its budget up to the floor of one step.
+
+`sizes: auto` (docs/config.md): budgets are placed in increasing order. The first budget's window
+of sizes is centred on the expected optimum sqrt(C / (6 x expected_tokens_per_param)); a later
+budget is placed only once a Window for it is given (scaling/workflows/adaptive.py computes it
+from the finished lower budgets' fits) and is otherwise pending. A window asks for n_sizes targets
+evenly spaced in ln N over [centre - half_width, centre + half_width] (plus any extra targets); each
+takes the nearest unused shape of the arm's pool, and every planned run records why.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from scaling.config import SizeList, SweepConfig
+from scaling.config import AUTO, SizeList, SweepConfig
 from scaling.errors import UserError
 from scaling.flops import ModelShape, params_non_embedding, params_total, train_flops_per_seq
 from scaling.ladder import ShapeSpec, generate_ladder, load_ladder, parse_shapes
@@ -31,10 +38,27 @@ class PlannedRun:
     achieved_flops: float
     deviation: float  # achieved / budget - 1 (<= 0: steps are floored)
     warnings: tuple[str, ...] = ()
+    why: str = ""  # sizes: auto: why this size was chosen
 
     @property
     def run_key(self) -> str:
         return self.spec.run_key
+
+
+@dataclass(frozen=True)
+class Window:
+    """Where `sizes: auto` places one (arm, budget): targets in ln N and the reason."""
+
+    centre: float  # ln N
+    half_width: float  # ln N
+    why: str
+    extra: tuple[float, ...] = ()  # ln N targets beyond the window (a lower cell's vertex fell outside)
+
+    def targets(self, n: int) -> list[float]:
+        if n == 1:
+            return [self.centre, *self.extra]
+        step = 2 * self.half_width / (n - 1)
+        return [self.centre - self.half_width + i * step for i in range(n)] + list(self.extra)
 
 
 @dataclass
@@ -42,6 +66,10 @@ class Plan:
     sweep: SweepConfig
     details: list[PlannedRun]
     warnings: list[str] = field(default_factory=list)  # sweep-level, beside each run's own
+    pending: list[tuple[str, float]] = field(
+        default_factory=list
+    )  # sizes: auto: (arm, budget) not yet placed
+    windows: dict[tuple[str, float], Window] = field(default_factory=dict)  # sizes: auto: the placed ones
 
     @property
     def runs(self) -> list[RunSpec]:
@@ -92,9 +120,46 @@ def _lookup_budget(records: list[SizeList], budget: float) -> list[str] | None:
     return None if default is None else list(default)
 
 
+def auto_pool(cfg: SweepConfig, arm: str, shapes: dict[str, ModelShape]) -> list[ModelShape]:
+    """The shapes `sizes: auto` may give an arm: auto_sizes.arm_models, else models, else the ladder."""
+    names = cfg.auto_sizes.arm_models.get(arm) or cfg.auto_sizes.models or list(shapes)
+    where = f"auto_sizes.arm_models.{arm}" if arm in cfg.auto_sizes.arm_models else "auto_sizes.models"
+    unknown = [n for n in names if n not in shapes]
+    if unknown:
+        raise UserError(f"{where}: unknown model {unknown[0]!r}; the ladder has {', '.join(shapes)}")
+    return sorted((shapes[n] for n in names), key=params_non_embedding)
+
+
+def first_window(cfg: SweepConfig, budget: float) -> Window:
+    """The lowest budget's window: centred on the optimum that expected_tokens_per_param implies."""
+    n = math.sqrt(budget / (6 * cfg.expected_tokens_per_param))
+    return Window(
+        math.log(n),
+        cfg.auto_sizes.span / 2,
+        f"lowest budget: centred on N {n:.3g}, the optimum at {cfg.expected_tokens_per_param:g} tokens per parameter",
+    )
+
+
+def auto_models(
+    cfg: SweepConfig, arm: str, budget: float, shapes: dict[str, ModelShape], window: Window
+) -> list[tuple[ModelShape, str]]:
+    """The shapes of a window: for each target in ln N, the nearest shape of the arm's pool not yet
+    taken (with a step at this budget), with the reason."""
+    pool = [s for s in auto_pool(cfg, arm, shapes) if _steps(cfg, arm, budget, s) > 0]
+    chosen: list[tuple[ModelShape, str]] = []
+    for target in window.targets(cfg.auto_sizes.n_sizes):
+        free = [s for s in pool if all(s is not c for c, _ in chosen)]
+        if not free:
+            break
+        shape = min(free, key=lambda s: abs(math.log(params_non_embedding(s)) - target))
+        kind = "extra size beyond the window" if target in window.extra else "window"
+        chosen.append((shape, f"{window.why}; {kind} target N {math.exp(target):.3g}"))
+    return sorted(chosen, key=lambda c: params_non_embedding(c[0]))
+
+
 def models_for(cfg: SweepConfig, arm: str, budget: float, shapes: dict[str, ModelShape]) -> list[ModelShape]:
     names = _lookup_budget(cfg.arm_sizes.get(arm, []), budget)
-    if names is None:
+    if names is None and cfg.sizes != AUTO:
         names = _lookup_budget(cfg.sizes, budget)
     if names is not None:
         unknown = [n for n in names if n not in shapes]
@@ -225,18 +290,44 @@ def plan_run(
     )
 
 
-def plan_sweep(cfg: SweepConfig, train_tokens: float | None = None) -> Plan:
+def plan_sweep(
+    cfg: SweepConfig,
+    train_tokens: float | None = None,
+    windows: dict[tuple[str, float], Window] | None = None,
+) -> Plan:
     """All runs of a sweep, in (arm, budget, size, seed) order. `train_tokens` overrides the
-    config's dataset size (the sweep passes the prepared shards' count)."""
+    config's dataset size (the sweep passes the prepared shards' count). With `sizes: auto`,
+    `windows` place the budgets above the lowest; those without one are pending."""
     vocab = model_vocab(cfg)
     shapes = {s.name: s.with_data(vocab, cfg.data.seq_len) for s in ladder_shapes(cfg)}
     train_tokens = cfg.data.train_tokens if train_tokens is None else train_tokens
     details: list[PlannedRun] = []
     warnings: list[str] = []
+    auto = cfg.sizes == AUTO
+    budgets = sorted(cfg.budgets) if auto else cfg.budgets
+    pending: list[tuple[str, float]] = []
+    placed: dict[tuple[str, float], Window] = {}
     for arm in cfg.arms:
-        for budget in cfg.budgets:
-            models = models_for(cfg, arm, budget, shapes)
-            cell = [plan_run(cfg, arm, budget, m, seed, train_tokens) for m in models for seed in cfg.seeds]
+        for budget in budgets:
+            if auto:
+                window = (windows or {}).get((arm, budget))
+                if window is None and budget == budgets[0]:
+                    window = first_window(cfg, budget)
+                if window is None:
+                    pending.append((arm, budget))
+                    continue
+                placed[arm, budget] = window
+                picks = auto_models(cfg, arm, budget, shapes, window)
+                cell = [
+                    replace(plan_run(cfg, arm, budget, m, seed, train_tokens), why=why)
+                    for m, why in picks
+                    for seed in cfg.seeds
+                ]
+            else:
+                models = models_for(cfg, arm, budget, shapes)
+                cell = [
+                    plan_run(cfg, arm, budget, m, seed, train_tokens) for m in models for seed in cfg.seeds
+                ]
             runnable = [r for r in cell if r.spec.steps > 0]
             where = f"{arm} @ {budget_tag(budget)}"
             if not runnable:
@@ -277,7 +368,7 @@ def plan_sweep(cfg: SweepConfig, train_tokens: float | None = None) -> Plan:
         raise UserError(
             f"two runs of the sweep have the same run key {dup}: a model is listed twice at one budget"
         )
-    return Plan(cfg, details, warnings)
+    return Plan(cfg, details, warnings, pending, placed)
 
 
 def summary_lines(plan: Plan) -> list[str]:
@@ -288,4 +379,20 @@ def summary_lines(plan: Plan) -> list[str]:
         f"sweep {cfg.name}: {len(plan.details)} runs, arms {', '.join(cfg.arms)}, budgets "
         f"{', '.join(budget_tag(b) for b in cfg.budgets)}, {total:.3g} FLOPs in all ({cfg.flops_convention} convention)"
     )
-    return [head, *(f"warning: {w}" for w in plan.all_warnings)]
+    lines = [head]
+    for (arm, budget), window in plan.windows.items():
+        models = [
+            d.spec.model.name for d in plan.details if (d.spec.arm, d.spec.budget_flops) == (arm, budget)
+        ]
+        lines.append(
+            f"sizes: auto: {arm} @ {budget_tag(budget)}: {', '.join(dict.fromkeys(models))} ({window.why})"
+        )
+    if plan.pending:
+        waiting: dict[float, list[str]] = {}
+        for arm, budget in plan.pending:
+            waiting.setdefault(budget, []).append(arm)
+        lines.append(
+            "sizes: auto: placed once the lower budgets are done: "
+            + "; ".join(f"{budget_tag(b)} ({', '.join(arms)})" for b, arms in waiting.items())
+        )
+    return [*lines, *(f"warning: {w}" for w in plan.all_warnings)]

@@ -27,9 +27,10 @@ from scaling.config import SweepConfig
 from scaling.errors import UserError
 from scaling.executors import Executor, Run, RunView, cancel_jobs, executor_for, reconcile, sweep_views
 from scaling.placement import Placement
-from scaling.plan import Plan, plan_sweep, summary_lines
+from scaling.plan import Plan, summary_lines
 from scaling.spec import budget_tag
 from scaling.tables import duration, render
+from scaling.workflows.adaptive import placed_plan
 from scaling.workflows.live import sweep_eta
 from trainer.data import read_sidecar
 
@@ -72,7 +73,8 @@ def run_sweep(
     executor.check()
     sweep_dir = paths.sweep_dir(cfg.name)
     store.check_layout(sweep_dir)
-    plan = plan_sweep(cfg, None if dry_run else prepare_sweep_data(cfg))
+    # with sizes: auto, the budgets the finished lower budgets place (scaling/workflows/adaptive.py)
+    plan = placed_plan(cfg, None if dry_run else prepare_sweep_data(cfg))
     for line in summary_lines(plan):
         say(line)
     runs = [Run(paths.run_dir(cfg.name, d.run_key), d.spec, d.params_total) for d in plan.details]
@@ -156,6 +158,8 @@ def run_sweep(
         )
         return outcome
     outcome.result, outcome.views = watch(executor, [r.run_dir for r in runs], cfg.name, say, progress)
+    if plan.pending and outcome.result == "ended":  # sizes: auto: the next budgets can be placed now
+        return run_sweep(cfg, executor, wait=wait, say=say, progress=progress)
     return outcome
 
 
