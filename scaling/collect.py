@@ -346,7 +346,7 @@ def _curve_rows(spec: RunSpec, run_row: dict, kind: str, logged: list[dict], col
     for k, names in CURVE_VALUES.items():
         for name in names:
             c[name].extend([_float(e.get(name)) for e in rows] if k == kind else [None] * n)
-    flops = [e.get("flops") if isinstance(e.get("flops"), dict) else {} for e in rows]
+    flops: list[dict] = [f if isinstance(f := e.get("flops"), dict) else {} for e in rows]
     for conv, col, f in zip(CONVENTIONS, FLOPS_COLUMNS, per_seq):
         per_step = f * spec.global_batch
         logged_values = (_float(d.get(conv)) for d in flops)
