@@ -49,7 +49,7 @@ AUTO = "auto"  # `sizes: auto`: each budget's sizes placed by the fits of the lo
 
 @dataclass
 class AutoSizes:
-    """How `sizes: auto` places a budget's window of sizes (scaling/plan.py, docs/config.md)."""
+    """How `sizes: auto` places a budget's window of sizes (scaling/plan.py, docs/methods.md)."""
 
     n_sizes: int = 5  # sizes per (arm, budget)
     span: float = 2.0  # ln N from the smallest to the largest size (2.0: a factor e^2 = 7.4)

@@ -4,7 +4,7 @@ Pure: it reads the config and the ladder and returns specs and warnings; nothing
 steps = floor(C / (3 * F_fwd_seq * global_batch)) under the sweep's planning convention, so every
 run spends its budget up to the floor of one step.
 
-`sizes: auto` (docs/config.md): budgets are placed in increasing order. The first budget's window
+`sizes: auto` (docs/methods.md): budgets are placed in increasing order. The first budget's window
 of sizes is centred on the expected optimum sqrt(C / (6 x expected_tokens_per_param)); a later
 budget is placed only once a Window for it is given (scaling/workflows/adaptive.py computes it
 from the finished lower budgets' fits) and is otherwise pending. A window asks for n_sizes targets

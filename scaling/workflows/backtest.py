@@ -144,7 +144,9 @@ def backtest_table(request: FitRequest, progress: Callable[[int, int], None] | N
         lines += ["", f"{sum(verdicts)} of {len(verdicts)} fitted values inside the predicted intervals"]
     notes = [n for r in results for n in r.notes]
     lines += [f"note: {n}" for n in notes]
-    return BacktestResult(results, rows, "\n".join(lines), warnings + report.warnings)
+    # the default pair's multiplier is no part of a backtest
+    kept = [w for w in report.warnings if "compute multiplier" not in w]
+    return BacktestResult(results, rows, "\n".join(lines), warnings + kept)
 
 
 def _yes(inside: bool | None) -> str:

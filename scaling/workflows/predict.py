@@ -176,7 +176,9 @@ def predict_budgets(
         lines += ["", "shapes, steps and GPU-hours need the sweep's config: give SWEEP rather than --runs"]
     elif hardware is None:
         lines += ["", "GPU-hours: give --gpu NAME (or the cluster config's gpu) to estimate them"]
-    return PredictResult(predictions, rows, "\n".join(lines), warnings + report.warnings)
+    # the default pair's multiplier is no part of a prediction (scaling compare measures any pair)
+    kept = [w for w in report.warnings if "compute multiplier" not in w]
+    return PredictResult(predictions, rows, "\n".join(lines), warnings + kept)
 
 
 def _text(e: Estimate, n_boot: int) -> str:
