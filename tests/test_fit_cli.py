@@ -189,6 +189,12 @@ def test_rerun_on_unchanged_inputs_reuses_the_fit(runs_file, tmp_path, capsys):
     pq.write_table(table.slice(1), runs_file)
     _, stdout, _ = _fit(capsys, *args)
     assert "unchanged runs and options" not in stdout
+    # an output damaged or edited since is fitted again, not kept
+    good = (out / "fits.json").read_text()
+    for damaged in ("{garbage", '{"a": 1}'):
+        (out / "fits.json").write_text(damaged)
+        _, stdout, _ = _fit(capsys, *args)
+        assert "unchanged runs and options" not in stdout and (out / "fits.json").read_text() == good
 
 
 def test_summary_grid_names_the_side_of_an_outside_vertex(tmp_path, capsys):

@@ -170,7 +170,10 @@ def fit_sweep(
     say(text)
     atomic.write_text(out / "fits.json", fits_json)
     atomic.write_bytes(out / "fits.parquet", fits_parquet)
-    atomic.write_json(out / CACHE_FILE, {"digest": digest, "warnings": all_warnings, "summary": text})
+    outputs = {"fits.json": _sha256(fits_json.encode()), "fits.parquet": _sha256(fits_parquet)}
+    atomic.write_json(
+        out / CACHE_FILE, {"digest": digest, "outputs": outputs, "warnings": all_warnings, "summary": text}
+    )
     say(f"\nwrote {out / 'fits.json'} and {out / 'fits.parquet'}")
     return FitOutcome(text, all_warnings, [out / "fits.json", out / "fits.parquet"], report)
 
@@ -199,10 +202,23 @@ def _input_digest(request: FitRequest) -> str | None:
 
 
 def _cached(out: Path, digest: str | None) -> dict | None:
-    if digest is None or not (out / "fits.json").exists() or not (out / "fits.parquet").exists():
+    """The cache of the last fit if its inputs were these and its outputs are still the files it
+    wrote (a damaged or edited fits.json is fitted again, not kept)."""
+    if digest is None:
         return None
     try:
         cache = json.loads((out / CACHE_FILE).read_text())
+        if not isinstance(cache, dict) or cache.get("digest") != digest:
+            return None
+        outputs = cache.get("outputs")
+        if not isinstance(outputs, dict) or set(outputs) != {"fits.json", "fits.parquet"}:
+            return None
+        if any(_sha256((out / name).read_bytes()) != sha for name, sha in outputs.items()):
+            return None
     except (OSError, json.JSONDecodeError):
         return None
-    return cache if isinstance(cache, dict) and cache.get("digest") == digest else None
+    return cache
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
