@@ -7,7 +7,8 @@
 
 The fit is refitted in memory (its bootstrap gives the intervals; nothing is written). With a sweep
 config, N* (Approach 2's, else Approach 3's) is turned into the nearest shape of the sweep's ladder
-and a generated shape (scaling.ladder.generate_ladder, the study's aspect), each planned as the
+(among the shapes the sweep trains that arm on) and a generated shape (scaling.ladder.generate_ladder,
+the study's aspect), each planned as the
 sweep's planner would plan it at that budget: steps at the sweep's batch, tokens, and, when a card
 is known (--gpu, or the cluster config's `gpu`), GPU-hours = the run's FLOPs in the attention
 convention (the work done, evaluation included) / (the card's dense bf16 peak x MFU): an estimate.
@@ -21,13 +22,13 @@ from dataclasses import dataclass
 
 from analysis.predict import QUANTITIES, Estimate, Prediction, predict
 from analysis.report import interval_text, text_table
-from scaling.config import SweepConfig
+from scaling.config import AUTO, SweepConfig
 from scaling.errors import UserError
 from scaling.flops import ModelShape, params_non_embedding
 from scaling.hardware import require_peak
 from scaling.ladder import generate_ladder
 from scaling.placement import run_flops
-from scaling.plan import ladder_shapes, model_vocab, plan_run
+from scaling.plan import auto_pool, ladder_shapes, model_vocab, plan_run
 from scaling.spec import budget_tag
 from scaling.workflows.fit import FitRequest, fit_table
 
@@ -91,6 +92,18 @@ def _shape_row(cfg: SweepConfig, arm: str, budget: float, shape: ModelShape, har
     return row
 
 
+def arm_shapes(cfg: SweepConfig, arm: str, shapes: list[ModelShape]) -> list[ModelShape]:
+    """The shapes the sweep trains this arm on (its size records, or its sizes: auto pool), so that
+    N* becomes a shape of the arm's own family (tiny: 1-layer diffusion, 2-layer AR); the whole
+    ladder when the config names none."""
+    by_name = {s.name: s for s in shapes}
+    if cfg.sizes == AUTO:
+        return auto_pool(cfg, arm, by_name)
+    records = cfg.arm_sizes.get(arm) or cfg.sizes
+    names = [n for r in records for n in r.models if n in by_name]
+    return [by_name[n] for n in dict.fromkeys(names)] or shapes
+
+
 def _hardware(request: PredictRequest, cfg: SweepConfig | None):
     """(card, peak, mfu) or None: --gpu, else the cluster config's card."""
     cluster = cfg.cluster if cfg is not None else {}
@@ -114,10 +127,11 @@ def predict_budgets(
         vocab = model_vocab(cfg)
         shapes = [s.with_data(vocab, cfg.data.seq_len) for s in ladder_shapes(cfg)]
     rows, lines = [], []
-    axis = report.data.flops if report.data.flops != "budget" else "planned budget"
+    flops = report.data.flops
+    axis = "the planned budgets" if flops == "budget" else f"achieved FLOPs, {flops} convention"
     lines.append(
-        f"predictions at {', '.join(budget_tag(b) for b in request.budgets)} FLOPs ({axis} convention, the fit's "
-        f"compute axis), {report.options.n_boot} bootstrap resamples, {100 * report.options.level:g}% intervals"
+        f"predictions at {', '.join(budget_tag(b) for b in request.budgets)} FLOPs (the fit's compute axis: "
+        f"{axis}), {report.options.n_boot} bootstrap resamples, {100 * report.options.level:g}% intervals"
     )
     for p in predictions:
         row: dict = {"arm": p.arm, "budget_flops": p.budget}
@@ -146,7 +160,8 @@ def predict_budgets(
         n_star = p.best("n_star")
         row["shapes"] = None
         if cfg is not None and n_star is not None and math.isfinite(n_star.value):
-            nearest = min(shapes, key=lambda s: abs(math.log(params_non_embedding(s) / n_star.value)))
+            pool = arm_shapes(cfg, p.arm, shapes)
+            nearest = min(pool, key=lambda s: abs(math.log(params_non_embedding(s) / n_star.value)))
             generated = generate_ladder(
                 n_star.value, n_star.value, 1, vocab=model_vocab(cfg), seq_len=cfg.data.seq_len
             )[0].with_data(model_vocab(cfg), cfg.data.seq_len)
