@@ -5,7 +5,7 @@ Pure: data in, a FitReport out; analysis/report.py turns it into fits.json, fits
 the printed summary. In a bootstrap replicate every cell is refitted and re-flagged, only the
 replicate's valid cells enter its power laws, the loss frontier keeps the form (saturating or
 power) chosen on the full data, and Approach 3 starts from the best grid point and from the
-full-data optimum.
+full-data optimum; all replicates of an arm are refitted together (analysis/replicates.py).
 """
 
 from __future__ import annotations
@@ -36,14 +36,13 @@ from analysis.isoflop import (
 )
 from analysis.multiplier import DEFAULT_BASELINE, DEFAULT_CANDIDATE, LossRange, common_loss_range, multiplier
 from analysis.parametric import MIN_RUNS, N_PARAMS, RUNS_PER_PARAM, ParametricLaw, fit_parametric
-from analysis.replicates import ReplicateFits, arm_replicates, counts
+from analysis.replicates import CELL_QUANTITIES, LAWS, ReplicateFits, arm_replicates, counts
 from analysis.table import FitData
 from scaling.errors import UserError
 from scaling.host import cpu_count
 from scaling.spec import budget_tag
 
-CELL_QUANTITIES = ("n_star", "d_star", "l_star", "c_star", "curvature")
-FRONTIER_LAWS = ("n_star", "d_star", "l_star")  # power laws of the vertices against compute
+FRONTIER_LAWS = LAWS  # power laws of the vertices against compute
 BAND_POINTS = 60
 BAND_MARGIN = 1.5  # bands extend this factor beyond the fitted compute range
 

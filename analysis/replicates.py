@@ -18,8 +18,8 @@ import numpy as np
 from analysis.isoflop import MIN_SIZES, SATURATING, Cell, LossFrontier
 from analysis.parametric import ParametricLaw, fit_replicates, theta_quantities
 
-CELL_QUANTITIES = ("n_star", "d_star", "l_star", "c_star", "curvature")
-LAWS = ("n_star", "d_star", "l_star")
+CELL_QUANTITIES = ("n_star", "d_star", "l_star", "c_star", "curvature")  # reported per cell
+LAWS = ("n_star", "d_star", "l_star")  # power laws of the vertices against compute
 
 
 @dataclass

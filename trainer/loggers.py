@@ -166,13 +166,6 @@ class _WandB:
     def log(self, values: dict[str, float], step: int) -> None:
         self.run.log(values, step=step)
 
-
-def _distinct_second(folder: Path, run_id: str) -> None:
-    """W&B names a process's folder by the second it starts and the run id: a process resuming
-    within the second its predecessor started would write into its folder. Waits for the next one."""
-    while any(folder.glob(f"*-{time.strftime('%Y%m%d_%H%M%S')}-{run_id}")):
-        time.sleep(0.1)
-
     def close(self, error: BaseException | None) -> None:
         from trainer.loop import Preempted  # the loop imports this module
 
@@ -180,3 +173,10 @@ def _distinct_second(folder: Path, run_id: str) -> None:
         if preempted:
             self.run.mark_preempting()
         self.run.finish(exit_code=0 if error is None or preempted else 1)
+
+
+def _distinct_second(folder: Path, run_id: str) -> None:
+    """W&B names a process's folder by the second it starts and the run id: a process resuming
+    within the second its predecessor started would write into its folder. Waits for the next one."""
+    while any(folder.glob(f"*-{time.strftime('%Y%m%d_%H%M%S')}-{run_id}")):
+        time.sleep(0.1)
