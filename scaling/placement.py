@@ -49,7 +49,7 @@ def run_flops(spec: RunSpec) -> float:
     evals = spec.steps // spec.eval.every if spec.eval.every > 0 else 0
     k = spec.eval.t_per_seq if spec.arm != "ar" else 1
     per_eval = fwd_flops_per_seq(spec.model, "attention", spec.arm) * k
-    final = getattr(spec.eval, "final_sequences", 0) or spec.eval.sequences
+    final = max(spec.eval.sequences, spec.eval.final_sequences)  # as the trainer sizes it
     return train + per_eval * (spec.eval.sequences * max(0, evals - 1) + final)
 
 

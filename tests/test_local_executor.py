@@ -46,7 +46,7 @@ seeds: [0]
 flops_convention: attention
 {LADDER}sizes: [{{models: [d8-l1, d16-l1]}}]
 expected_tokens_per_param: 200
-data: {{corpus: "{corpus}", tokenizer: bytes, vocab_size: 257, seq_len: 32, val_fraction: 0.2}}
+data: {{corpus: "{corpus}", tokenizer: bytes, vocab_size: 257, seq_len: 32, val_fraction: 0.2, prepare_mem_gb: 1}}
 train: {{global_batch: 4, lr: 1e-2, warmup_fraction: 0.1, min_warmup_steps: 2, checkpoint_every: 10}}
 eval: {{evals_per_run: 2, sequences: 8, t_per_seq: 2}}
 """

@@ -26,9 +26,12 @@ def test_gpu_hours_are_the_work_done_at_the_assumed_mfu(paper):
     assert p.gpu_hours == pytest.approx(placement.run_flops(spec) / (989e12 * 0.35) / 3600)
     faster = placement.place(spec, 1, replace(H100, mfu=0.7), 1440, 3)
     assert faster.gpu_hours == pytest.approx(p.gpu_hours / 2)
-    # evaluation counts: a final evaluation of 100k windows adds its forward FLOPs
-    big_eval = replace(spec, eval=replace(spec.eval, final_sequences=100_000))
-    assert placement.run_flops(big_eval) > placement.run_flops(spec)
+    # evaluation counts: a final evaluation of 100k windows adds their forward FLOPs
+    small, big = (replace(spec, eval=replace(spec.eval, final_sequences=n)) for n in (0, 100_000))
+    per_window = placement.fwd_flops_per_seq(spec.model, "attention", spec.arm)
+    assert placement.run_flops(big) - placement.run_flops(small) == pytest.approx(
+        per_window * (100_000 - spec.eval.sequences)
+    )
 
 
 def test_time_limit_follows_compute_and_requeues_are_flagged(paper):

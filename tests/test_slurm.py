@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -378,13 +379,15 @@ def test_missing_slurm_commands_is_one_line(env, capsys, monkeypatch, tmp_path):
 
 @pytest.mark.slurm
 def test_unknown_partition_surfaces_sbatch_error(slurm_cluster, env, capsys):
-    err = one_line_error(
-        capsys, ["sweep", "t", "cluster=slurm", ONE_CPU, "cluster.partition=no-such-partition"]
+    argv = ["sweep", "t", "cluster=slurm", ONE_CPU, "cluster.partition=no-such-partition"]
+    refusal = "sbatch: error: invalid partition specified: no-such-partition"
+    # the data are prepared first, as a job in the same partition
+    assert re.fullmatch(
+        f"scaling sweep: error: sbatch refused the job prepare-[^:]+: {refusal}", one_line_error(capsys, argv)
     )
-    assert (
-        err
-        == "scaling sweep: error: sbatch refused the job array: sbatch: error: invalid partition specified: no-such-partition"
-    )
+    assert main(["prepare", "t"]) == 0  # prepared here: the runs' job array is next
+    capsys.readouterr()
+    assert one_line_error(capsys, argv) == f"scaling sweep: error: sbatch refused the job array: {refusal}"
 
 
 def tree_digest(folder: Path) -> str:

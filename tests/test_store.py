@@ -45,7 +45,16 @@ def test_write_status_merges_fields_and_clears_reason(tmp_path):
     s = store.write_status(tmp_path, "running", requeues=2)  # the trainer passes no job id: it is kept
     assert (s.state, s.job_id, s.requeues, s.reason) == ("running", "12_3", 2, None)
     on_disk = json.loads((tmp_path / "status.json").read_text())
-    assert set(on_disk) == {"state", "job_id", "requeues", "reason", "updated_at", "host"}
+    assert set(on_disk) == {
+        "state",
+        "job_id",
+        "requeues",
+        "reason",
+        "updated_at",
+        "host",
+        "failed_nodes",
+        "stalls",
+    }
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 

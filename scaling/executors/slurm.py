@@ -561,7 +561,7 @@ def submit_command(
         with contextlib.redirect_stderr(io.StringIO()):
             submitted = executor.submit(job)
     except UncompletedJobError as e:
-        raise UserError(f"sbatch refused the job: {_sbatch_error(str(e))}") from None
+        raise UserError(f"sbatch refused the job {name}: {_sbatch_error(str(e))}") from None
     return SlurmExecutor.job_id(submitted.job_id)
 
 
