@@ -41,6 +41,7 @@ class Placement:
     requeues: int  # the jobs after the first that the run needs at that time limit
     problems: tuple[str, ...] = ()
     signal_delay_s: int = 0  # how long before its time limit the job is told to checkpoint (0: the config's)
+    share: int = 1  # runs like it one GPU (CPU nodes: a task) holds; sized for 1/share of it (packing.py)
 
 
 def run_flops(spec: RunSpec) -> float:
@@ -79,12 +80,7 @@ def place(
             f"sharding over {gpus} GPUs ({hardware.memory_gb:g} GB cards): give it more GPUs"
         )
     gpu_hours = run_flops(spec) / (hardware.peak_flops * hardware.mfu) / 3600
-    wall_min = gpu_hours / gpus * 60 * time_margin + OVERHEAD_MIN
-    # in steps of LIMIT_STEP_MIN: runs of similar length share a job array
-    limit = max(MIN_LIMIT_MIN, LIMIT_STEP_MIN * math.ceil(wall_min / LIMIT_STEP_MIN))
-    if timeout_min is not None:
-        limit = min(limit, timeout_min)
-    requeues = max(0, math.ceil(wall_min / limit) - 1)
+    limit, requeues = time_limit(gpu_hours / gpus, timeout_min, time_margin)
     if requeues > max_requeues:
         problems.append(
             f"needs {requeues} requeues of {limit}-minute jobs, more than max_num_timeout {max_requeues}: "
@@ -103,6 +99,17 @@ def place(
         tuple(problems),
         signal_delay_s=math.ceil(60 + 2 * save_seconds(spec)),
     )
+
+
+def time_limit(hours: float, timeout_min: int | None, time_margin: float) -> tuple[int, int]:
+    """(the job's time limit in minutes, the requeues after the first job) for `hours` of wall
+    time at the assumed MFU; `timeout_min`: the longest job the cluster allows (None: no limit)."""
+    wall_min = hours * 60 * time_margin + OVERHEAD_MIN
+    # in steps of LIMIT_STEP_MIN: runs of similar length share a job array
+    limit = max(MIN_LIMIT_MIN, LIMIT_STEP_MIN * math.ceil(wall_min / LIMIT_STEP_MIN))
+    if timeout_min is not None:
+        limit = min(limit, timeout_min)
+    return limit, max(0, math.ceil(wall_min / limit) - 1)
 
 
 def apply(spec: RunSpec, placement: Placement) -> RunSpec:

@@ -7,7 +7,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from scaling import placement
+from scaling import packing, placement
 from scaling.atomic import write_text
 from scaling.config import available_sweeps, load_sweeps
 from scaling.executors import Run, executor_for
@@ -91,11 +91,13 @@ def print_summary(plan: Plan, stream=None) -> None:
         print(line, file=stream or sys.stderr)  # looked up now: sys.stderr may have been replaced
 
 
-def placements(plan: Plan) -> list[placement.Placement] | None:
-    """Each run's placement on the sweep's cluster when it has GPUs to size runs by, else None."""
+def placements(plan: Plan) -> tuple[list[placement.Placement], list[packing.Group]] | None:
+    """Each run's placement on the sweep's cluster and the groups of runs that share a job (small
+    runs share a GPU: scaling/packing.py), when it has GPUs to size runs by, else None."""
     executor = executor_for(plan.sweep.cluster)
-    placed = [executor.place(Run(Path(d.run_key), d.spec, d.params_total)) for d in plan.details]
-    return placed if any(p.gpu_hours is not None for p in placed) else None
+    runs = [Run(Path(d.run_key), d.spec, d.params_total) for d in plan.details]
+    placed = [executor.place(r) for r in runs]
+    return (placed, executor.pack(runs)) if any(p.gpu_hours is not None for p in placed) else None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -104,14 +106,20 @@ def run(args: argparse.Namespace) -> int:
     placed = {plan.sweep.name: placements(plan) for plan in plans}
     columns = ["sweep", *COLUMNS] if multirun else list(COLUMNS)
     if any(placed.values()):
-        columns += placement.COLUMNS
+        columns += [*placement.COLUMNS, "pack"]
     rows = []
     for plan in plans:
         where = placed[plan.sweep.name]
-        for i, row in enumerate(plan_rows(plan)):
-            rows.append({"sweep": plan.sweep.name, **row, **(placement.row(where[i]) if where else {})})
+        extra: dict[str, dict] = {}
         if where:
-            plan.details = [replace(d, spec=placement.apply(d.spec, p)) for d, p in zip(plan.details, where)]
+            by_key = {d.run_key: p for d, p in zip(plan.details, where[0])}
+            in_jobs, pack = packing.in_jobs(where[1], by_key), packing.labels(where[1])
+            extra = {k: {**placement.row(in_jobs[k]), "pack": pack[k]} for k in by_key}
+            plan.details = [
+                replace(d, spec=placement.apply(d.spec, p)) for d, p in zip(plan.details, where[0])
+            ]
+        for row in plan_rows(plan):
+            rows.append({"sweep": plan.sweep.name, **row, **extra.get(row["run_key"], {})})
     text = render(rows, columns, args.format)
     n_runs = sum(len(plan.details) for plan in plans)
     if args.out:
@@ -129,6 +137,9 @@ def run(args: argparse.Namespace) -> int:
         print_summary(plan)
         where = placed[plan.sweep.name]
         if where:
-            for line in placement.totals(plan.runs, where, plan.sweep.data.train_tokens):
+            by_key = {d.run_key: p for d, p in zip(plan.details, where[0])}
+            for line in placement.totals(plan.runs, where[0], plan.sweep.data.train_tokens) + packing.totals(
+                where[1], by_key
+            ):
                 print(line, file=sys.stderr)
     return 0

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from scaling import nodes, records, store
+from scaling import nodes, packing, records, store
 from scaling.errors import UserError
 from scaling.placement import Placement, place
 from scaling.spec import RunSpec
@@ -119,6 +119,11 @@ class Executor(ABC):
         """The run's GPUs, parallel settings, GPU-hours and time limit (scaling/placement.py); a
         backend without GPU sizing keeps the spec's settings."""
         return place(run.spec, 1, None, None, 0)
+
+    def pack(self, runs: list[Run]) -> list[packing.Group]:
+        """The runs as the groups that share a job (scaling/packing.py); a backend that does not
+        pack gives every run its own."""
+        return [packing.alone(r.run_key, self.place(r)) for r in runs]
 
     @abstractmethod
     def submit(self, sweep_dir: Path, runs: list[Run], record: Record, exclude: Sequence[str] = ()) -> None:

@@ -32,7 +32,7 @@ from typing import Any
 import submitit
 from submitit.core.utils import UncompletedJobError
 
-from scaling import nodes, store
+from scaling import nodes, packing, store
 from scaling.errors import UserError
 from scaling.executors.base import (
     Executor,
@@ -47,7 +47,7 @@ from scaling.executors.base import (
     thread_env,
 )
 from scaling.hardware import Hardware, require_peak
-from scaling.placement import Placement, place
+from scaling.placement import Placement, place, run_flops
 
 COMMANDS = ["sbatch", "squeue", "scancel", "scontrol"]
 GPU_REQUESTS = ("gpus_per_node", "gpus_per_task", "gres")
@@ -93,6 +93,8 @@ class SlurmConfig:
     )
     max_stalls: int = 2  # stalled requeues of one run; at the next stall it fails
     exclude_after: int = 2  # failed or stalled runs on a node before resubmissions avoid it; 0: never
+    pack_per_gpu: int | None = None  # small runs per GPU (packing.py); None: 4, CPU nodes none; 0, 1: off
+    pack_max_params: float = 1e8  # larger runs never share a GPU
     driver_partition: str | None = None  # `scaling sweep --detach`: the driver's CPU job (default: partition)
     driver_cpus: int = 1
     driver_mem_gb: float = 4.0
@@ -109,6 +111,10 @@ class SlurmConfig:
             )
         if self.stall_timeout_min < 0 or self.max_stalls < 0 or self.exclude_after < 0:
             raise UserError("cluster.stall_timeout_min, max_stalls and exclude_after must be >= 0 (0: off)")
+        if (self.pack_per_gpu is not None and self.pack_per_gpu < 0) or self.pack_max_params < 0:
+            raise UserError(
+                "cluster.pack_per_gpu and pack_max_params must be >= 0 (pack_per_gpu 0 or 1: no packing)"
+            )
         if self.gpu is not None:
             require_peak(self.gpu)
             if self.gpu_mem_gb <= 0:
@@ -154,18 +160,45 @@ class SlurmExecutor(Executor):
         r = self.config.resources_for(run)
         gpus = max(1, r.gpus_per_node) * r.nodes
         c = self.config
-        return place(run.spec, gpus, c.hardware, r.timeout_min, c.max_num_timeout, c.time_margin)
+        placed = place(run.spec, gpus, c.hardware, r.timeout_min, c.max_num_timeout, c.time_margin)
+        return packing.share(
+            run.spec,
+            placed,
+            packing.Rule(c.pack_per_gpu, c.pack_max_params),
+            processes=tasks_per_node(r) * r.nodes,
+            gpus=r.gpus_per_node * r.nodes,
+            cpus=r.cpus_per_task,
+            card_gb=c.gpu_mem_gb if c.hardware else None,
+        )
+
+    def pack(self, runs: list[Run]) -> list[packing.Group]:
+        by_entry: dict[Resources, list[Run]] = {}
+        for run in runs:
+            by_entry.setdefault(self.config.resources_for(run), []).append(run)
+        c = self.config
+        return [
+            group
+            for entry, members in by_entry.items()
+            for group in packing.pack(
+                [(r.run_key, run_flops(r.spec), self.place(r)) for r in members],
+                entry.timeout_min,
+                c.max_num_timeout,
+                c.time_margin,
+            )
+        ]
 
     def submit(self, sweep_dir: Path, runs: list[Run], record: Record, exclude: Sequence[str] = ()) -> None:
-        # one array per resources entry, time limit and warning time before the limit
-        groups: dict[tuple[Resources, int, int], list[Run]] = {}
-        for run in runs:
-            placed = self.place(run)
-            limit = placed.time_limit_min or self.config.resources_for(run).timeout_min
-            delay = max(self.config.signal_delay_s, placed.signal_delay_s)
-            groups.setdefault((self.config.resources_for(run), limit, delay), []).append(run)
+        # one array per resources entry, time limit and warning time before the limit; each of
+        # its tasks trains one run, or a group of small runs that share its GPU
+        by_key = {run.run_key: run for run in runs}
+        arrays: dict[tuple[Resources, int, int], list[packing.Group]] = {}
+        for group in self.pack(runs):
+            resources = self.config.resources_for(by_key[group.keys[0]])
+            limit = group.time_limit_min or resources.timeout_min
+            delay = max(self.config.signal_delay_s, group.signal_delay_s)
+            arrays.setdefault((resources, limit, delay), []).append(group)
         stamp = time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}"
-        for i, ((resources, limit, delay), group) in enumerate(groups.items()):
+        for i, ((resources, limit, delay), groups) in enumerate(arrays.items()):
             folder = sweep_dir / "submitit" / f"{stamp}-{i}"
             executor = submitit.AutoExecutor(
                 folder=folder, cluster="slurm", slurm_max_num_timeout=self.config.max_num_timeout
@@ -175,10 +208,14 @@ class SlurmExecutor(Executor):
             job = TrainJob(delay, 60 * c.stall_timeout_min, c.max_stalls)
             try:
                 with contextlib.redirect_stderr(io.StringIO()):  # submitit echoes sbatch's stderr itself
-                    jobs = executor.map_array(job, [str(r.run_dir) for r in group])
+                    # a batch, not map_array: the tasks take different numbers of run folders
+                    with executor.batch():
+                        jobs = [
+                            executor.submit(job, *(str(by_key[k].run_dir) for k in g.keys)) for g in groups
+                        ]
             except UncompletedJobError as e:  # sbatch refused: its own words, on one line
                 raise UserError(f"sbatch refused the job array: {_sbatch_error(str(e))}") from None
-            record({run.run_key: self.job_id(job.job_id) for run, job in zip(group, jobs)})
+            record({key: self.job_id(j.job_id) for g, j in zip(groups, jobs) for key in g.keys})
 
     def parameters(
         self, r: Resources, name: str, timeout_min: int, signal_delay_s: int = 0, exclude: Sequence[str] = ()
@@ -381,83 +418,108 @@ def node_name() -> str:
     return os.environ.get("SLURMD_NODENAME") or socket.gethostname()
 
 
+@dataclass
+class _Trainer:
+    """One run of an array task and its `scaling train` child."""
+
+    run_path: Path
+    log_path: Path
+    child: subprocess.Popen
+
+
 class TrainJob(submitit.helpers.Checkpointable):
-    """The submitit callable of one run: `scaling train` in a child process (see module doc).
+    """The submitit callable of one array task: `scaling train` in a child process for each of its
+    run folders, which is one run, or several small runs sharing the task's GPU (scaling/packing.py;
+    they split its CPUs). Each child writes its own run folder; a run that fails marks only itself.
 
-    With several tasks (one per GPU) every task runs one; the trainer takes its rank, world size
-    and rendezvous from the SLURM variables the child inherits (trainer.distributed).
+    With several tasks (one per GPU: one run) every task runs one; the trainer takes its rank,
+    world size and rendezvous from the SLURM variables the child inherits (trainer.distributed).
 
-    Rank 0 watches the run's heartbeat file (trainer.loop.Heartbeat): when it has not changed for
-    `stall_s` seconds (from the start too: a trainer that never beats), the job signals itself
-    USR2, which checkpoints and requeues as a preemption does; the node goes into status.json's
-    failed_nodes and the stall into its stalls, and a run stalled more than `max_stalls` times
-    fails instead."""
+    Rank 0 watches each run's heartbeat file (trainer.loop.Heartbeat): when one has not changed
+    for `stall_s` seconds (from the start too: a trainer that never beats), the job signals itself
+    USR2, which checkpoints every run of the task and requeues as a preemption does; the node goes
+    into that run's status.json failed_nodes and the stall into its stalls, and a run stalled more
+    than `max_stalls` times fails instead. On a requeue, runs that ended (or failed in this job)
+    are not started again."""
 
     def __init__(self, signal_delay_s: int = 120, stall_s: float = 0.0, max_stalls: int = 2):
         self.signal_delay_s = signal_delay_s
         self.stall_s = stall_s
         self.max_stalls = max_stalls
-        self._child: subprocess.Popen | None = None
+        self._trainers: list[_Trainer] = []
         self._terminated = False
-        self._stalled: str | None = None  # why the watchdog stopped the trainer
-        self._gave_up = False  # stalled too often: status.json already says failed
+        self._stalled: str | None = None  # why the watchdog stopped the task (the first stall)
+        self._stalled_run: str | None = None  # and whose
 
-    def __call__(self, run_dir: str) -> dict:
-        run_path = Path(run_dir)
-        done = store.read_result(run_path)
-        if done is not None:  # requeued just as it finished
-            return {"status": done.status}
+    def __call__(self, *run_dirs: str) -> dict[str, str]:
         env = submitit.JobEnvironment()
         job_id = SlurmExecutor.job_id(env.job_id)
         rank0 = env.global_rank == 0
         restarts = int(os.environ.get("SLURM_RESTART_COUNT", 0) or 0)
-        if rank0:
-            store.write_status(run_path, "running", job_id=job_id, requeues=restarts)
-        # SIGTERM (scancel, scontrol requeue, node shutdown): the trainer checkpoints; SLURM decides
+        # SIGTERM (scancel, scontrol requeue, node shutdown): the trainers checkpoint; SLURM decides
         signal.signal(signal.SIGTERM, self._on_sigterm)
-        log_path = run_path / "logs" / ("train.log" if rank0 else f"train.rank{env.global_rank}.log")
-        self._child = launch_trainer(
-            run_path,
-            log_path,
-            f"job {job_id} restart {restarts} on {node_name()}",
-            thread_env(os.environ.get("SLURM_CPUS_PER_TASK", "1")),
-        )
-        if rank0 and self.stall_s > 0:
-            threading.Thread(target=self._watch, args=(run_path, self._child), daemon=True).start()
+        threads = max(1, int(os.environ.get("SLURM_CPUS_PER_TASK", 1) or 1) // len(run_dirs))
+        for run_dir in run_dirs:
+            run_path = Path(run_dir)
+            if not _unfinished(run_path, job_id):  # it ended before this requeue of its task
+                continue
+            if rank0:
+                store.write_status(run_path, "running", job_id=job_id, requeues=restarts)
+            log_path = run_path / "logs" / ("train.log" if rank0 else f"train.rank{env.global_rank}.log")
+            header = f"job {job_id} restart {restarts} on {node_name()}"
+            child = launch_trainer(run_path, log_path, header, thread_env(threads))
+            self._trainers.append(_Trainer(run_path, log_path, child))
+            if rank0 and self.stall_s > 0:
+                threading.Thread(target=self._watch, args=(run_path, child), daemon=True).start()
+        running = list(self._trainers)
         try:
-            rc = _wait(self._child)
+            while running:  # each run's end is written as it comes, not when the last one ends
+                for t in [t for t in running if t.child.poll() is not None]:
+                    running.remove(t)
+                    self._ended(t, job_id, rank0, restarts)
+                time.sleep(0.2)
         except UncompletedJobError as e:  # submitit's USR2 handler: too many timeouts, no requeue
-            result = store.read_result(run_path)
-            if result is not None:
-                return {"status": result.status}
-            if rank0 and not self._gave_up:
-                store.write_status(run_path, "failed", if_job=job_id, reason=str(e), requeues=restarts)
-            raise
-        result = store.read_result(run_path)
-        if result is not None:
-            return {"status": result.status}
+            if rank0:
+                for t in self._trainers:
+                    if _unfinished(t.run_path, job_id):
+                        store.write_status(
+                            t.run_path, "failed", if_job=job_id, reason=str(e), requeues=restarts
+                        )
+            if any(_failed_in(t.run_path, job_id) for t in self._trainers):
+                raise
+        failed = [t.run_path for t in self._trainers if _failed_in(t.run_path, job_id)]
+        if failed:  # the job's own state says so too; the task's other runs ended as they did
+            raise RuntimeError("; ".join(f"{p.name}: {store.read_status(p).reason}" for p in failed))
+        return {t.run_path.name: store.read_status(t.run_path).state for t in self._trainers}
+
+    def _ended(self, t: _Trainer, job_id: str, rank0: bool, restarts: int) -> None:
+        """Records a child's exit: a result is the trainer's; a failure is written into the run's
+        status.json at once (the task's other runs go on)."""
+        rc = t.child.returncode
+        if store.read_result(t.run_path) is not None:
+            return
         if self._terminated or rc == store.EXIT_PREEMPTED:
-            # checkpointed after SIGTERM (requeue, cancel) or USR2 (rank > 0; rank 0 requeues)
-            return {"interrupted": True}
+            return  # checkpointed after SIGTERM (requeue, cancel) or USR2 (rank > 0; rank 0 requeues)
         if rc == store.EXIT_OK and not rank0:  # rank 0 wrote result.json; a shared disk may show it late
-            return {"status": "done"}
-        assert rc is not None  # _wait without a timeout returns the exit code
-        reason = exit_reason(rc, log_path)
+            return
+        reason = exit_reason(rc, t.log_path)
         if rank0:
             # bad input is not the node's fault; anything else (a crash, a kill, an I/O error) may be
             node = None if rc == store.EXIT_USER_ERROR else node_name()
             store.write_status(
-                run_path, "failed", if_job=job_id, reason=reason, requeues=restarts, failed_on=node
+                t.run_path, "failed", if_job=job_id, reason=reason, requeues=restarts, failed_on=node
             )
-        raise RuntimeError(reason)
+        else:
+            raise RuntimeError(reason)
 
     def _on_sigterm(self, signum, frame) -> None:
         self._terminated = True
-        if self._child is not None and self._child.poll() is None:
-            self._child.send_signal(signal.SIGTERM)
+        for t in self._trainers:
+            if t.child.poll() is None:
+                t.child.send_signal(signal.SIGTERM)
 
     def _watch(self, run_path: Path, child: subprocess.Popen) -> None:
-        """The watchdog thread: USR2 to this process once the heartbeat stops changing."""
+        """The watchdog thread of one run: USR2 to this process once its heartbeat stops changing."""
         beat = run_path / store.HEARTBEAT_FILE
         seen, since = _mtime(beat, self.stall_s), time.monotonic()
         while child.poll() is None:
@@ -466,50 +528,71 @@ class TrainJob(submitit.helpers.Checkpointable):
             if now != seen and now is not STUCK:
                 seen, since = now, time.monotonic()
             elif time.monotonic() - since >= self.stall_s and child.poll() is None:
-                minutes = (time.monotonic() - since) / 60
-                self._stalled = f"stalled: no heartbeat for {minutes:.1f} min on {node_name()}"
-                os.kill(os.getpid(), signal.SIGUSR2)  # submitit's handler calls checkpoint()
+                if self._stalled is None:  # one USR2 checkpoints every run of the task
+                    minutes = (time.monotonic() - since) / 60
+                    self._stalled = f"stalled: no heartbeat for {minutes:.1f} min on {node_name()}"
+                    self._stalled_run = str(run_path)
+                    os.kill(os.getpid(), signal.SIGUSR2)  # submitit's handler calls checkpoint()
                 return
 
-    def checkpoint(self, run_dir: str):
-        """submitit's USR2 handler (rank 0): the trainer saves and exits, then the job requeues."""
-        child = self._child
-        if child is not None and child.poll() is None:
+    def checkpoint(self, *run_dirs: str):
+        """submitit's USR2 handler (rank 0): every trainer saves and exits, then the job requeues
+        if any run of it is left to train."""
+        live = [t.child for t in self._trainers if t.child.poll() is None]
+        for child in live:
             child.send_signal(signal.SIGUSR2)
-            if _wait(child, timeout=max(5, self.signal_delay_s - 10)) is None:
+        deadline = time.monotonic() + max(5, self.signal_delay_s - 10)
+        for child in live:
+            if _wait(child, timeout=max(0.0, deadline - time.monotonic())) is None:
                 child.kill()  # a stuck trainer cannot checkpoint: it resumes from its last one
                 _wait(child, timeout=10)
         restarts = int(os.environ.get("SLURM_RESTART_COUNT", 0) or 0)
-        if store.read_result(Path(run_dir)) is None:  # else the requeued task returns the result at once
-            job_id = SlurmExecutor.job_id(submitit.JobEnvironment().job_id)
-            if self._stalled:
-                stalls = store.read_status(run_dir).stalls + 1
-                if stalls > self.max_stalls:
-                    self._gave_up = True
-                    store.write_status(
-                        run_dir,
-                        "failed",
-                        if_job=job_id,
-                        reason=f"{self._stalled} (stall {stalls}, more than cluster.max_stalls)",
-                        stalls=stalls,
-                        failed_on=node_name(),
-                    )
-                    return None  # submitit does not requeue
+        job_id = SlurmExecutor.job_id(submitit.JobEnvironment().job_id)
+        left = False
+        for run_dir in run_dirs:
+            if not _unfinished(Path(run_dir), job_id):  # a requeued task skips it
+                continue
+            if run_dir != self._stalled_run:
+                store.write_status(run_dir, "requeued", if_job=job_id, requeues=restarts + 1)
+                left = True
+                continue
+            stalls = store.read_status(run_dir).stalls + 1
+            if stalls > self.max_stalls:
                 store.write_status(
                     run_dir,
-                    "requeued",
+                    "failed",
                     if_job=job_id,
-                    requeues=restarts + 1,
-                    reason=self._stalled,
+                    reason=f"{self._stalled} (stall {stalls}, more than cluster.max_stalls)",
                     stalls=stalls,
                     failed_on=node_name(),
                 )
-            else:
-                store.write_status(run_dir, "requeued", if_job=job_id, requeues=restarts + 1)
-        # a fresh callable: the process handle does not pickle
+                continue
+            store.write_status(
+                run_dir,
+                "requeued",
+                if_job=job_id,
+                requeues=restarts + 1,
+                reason=self._stalled,
+                stalls=stalls,
+                failed_on=node_name(),
+            )
+            left = True
+        if not left:
+            return None  # submitit does not requeue
+        # a fresh callable: the process handles do not pickle
         return submitit.helpers.DelayedSubmission(
-            TrainJob(self.signal_delay_s, self.stall_s, self.max_stalls), run_dir
+            TrainJob(self.signal_delay_s, self.stall_s, self.max_stalls), *run_dirs
         )
+
+
+def _failed_in(run_path: Path, job_id: str) -> bool:
+    """The run failed in this job (its trainer, or too many stalls): a requeue does not retry it."""
+    status = store.read_status(run_path)
+    return status.state == "failed" and status.job_id == job_id and store.read_result(run_path) is None
+
+
+def _unfinished(run_path: Path, job_id: str) -> bool:
+    return store.read_result(run_path) is None and not _failed_in(run_path, job_id)
 
 
 STUCK = object()  # a stat that did not return: the file system hangs

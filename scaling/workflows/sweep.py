@@ -22,7 +22,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from typing import TextIO
 
-from scaling import locks, nodes, paths, placement, store
+from scaling import locks, nodes, packing, paths, placement, store
 from scaling.config import SweepConfig
 from scaling.errors import UserError
 from scaling.executors import Executor, Run, RunView, cancel_jobs, executor_for, reconcile, sweep_views
@@ -107,21 +107,25 @@ def run_sweep(
         )
         outcome = SweepOutcome(plan, "dry-run", resources=resources, views=views, placements=placements)
         if dry_run:
+            # small runs that share a GPU: their job's time limit, and which group (scaling/packing.py)
+            groups = executor.pack(todo)
+            in_jobs, pack = packing.in_jobs(groups, placements), packing.labels(groups)
             if todo:
-                columns = ["run_key", "steps", *next(iter(resources.values())), *placement.COLUMNS]
+                columns = ["run_key", "steps", *next(iter(resources.values())), *placement.COLUMNS, "pack"]
                 rows = [
                     {
                         "run_key": r.run_key,
                         "steps": r.spec.steps,
                         **resources[r.run_key],
-                        **placement.row(placements[r.run_key]),
+                        **placement.row(in_jobs[r.run_key]),
+                        "pack": pack[r.run_key],
                     }
                     for r in todo
                 ]
                 say(render(rows, columns))
             for line in placement.totals(
                 [r.spec for r in runs], [placements[r.run_key] for r in runs], cfg.data.train_tokens
-            ):
+            ) + packing.totals(groups, placements):
                 say(line)
             return outcome
         flagged = [r for r in todo if placements[r.run_key].problems]
