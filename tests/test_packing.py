@@ -7,9 +7,13 @@ resumes both."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+import submitit
 from test_local_executor import results_of, runs_of, statuses, sweep_env
 from test_slurm import (  # noqa: F401 (fixtures)
     long_spec,
@@ -29,6 +33,7 @@ from scaling import memory, packing, placement, store
 from scaling.cli import main
 from scaling.config import load_sweep
 from scaling.executors import Run, executor_for
+from scaling.executors import slurm as slurm_job
 from scaling.hardware import Hardware, require_peak
 from scaling.plan import plan_sweep
 
@@ -200,6 +205,81 @@ def test_plan_shows_the_pack_column_and_totals(capsys):
     assert rows["666M"]["pack"] is None and rows["666M"]["micro"] == 8
     assert "packing: 3 runs share 1 GPUs (1 of 3 runs) instead of 3" in err
     assert "their 21 GPU-hours at the assumed MFU are the same packed or not" in err
+
+
+# --- the task that trains a group, without a cluster -------------------------------------------
+
+
+@pytest.fixture
+def task(tmp_path, monkeypatch):
+    """Run folders a, b, c queued as job slurm:7_0 on node-3 with 8 CPUs; `started` lists the
+    (run, threads) of every trainer the task starts, each a Python snippet from `scripts`."""
+    monkeypatch.setattr(submitit, "JobEnvironment", lambda: SimpleNamespace(job_id="7_0", global_rank=0))
+    monkeypatch.setenv("SLURMD_NODENAME", "node-3")
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "8")
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "0")
+    scripts: dict[str, str] = {}
+    started: list[tuple[str, str]] = []
+
+    def launch(run_dir: Path, log_path: Path, header: str, env: dict) -> subprocess.Popen:
+        started.append((run_dir.name, env["SCALING_THREADS"]))
+        return subprocess.Popen([sys.executable, "-c", scripts[run_dir.name]])
+
+    monkeypatch.setattr(slurm_job, "launch_trainer", launch)
+    dirs = {}
+    for name in "abc":
+        dirs[name] = tmp_path / name
+        dirs[name].mkdir()
+        store.mark_submitted(dirs[name], "slurm:7_0")
+    return SimpleNamespace(dirs=dirs, scripts=scripts, started=started)
+
+
+def test_a_failing_run_marks_only_itself_failed_at_once(task):
+    a, b = task.dirs["a"], task.dirs["b"]
+    task.scripts["a"] = "raise SystemExit(3)"
+    # b goes on until a's failure is in a's status.json, then it is preempted (exit 75)
+    task.scripts["b"] = (
+        "import json, time\n"
+        f"for _ in range(100):\n"
+        f"    if json.load(open({str(a / 'status.json')!r}))['state'] == 'failed': raise SystemExit(75)\n"
+        "    time.sleep(0.1)\n"
+    )
+    with pytest.raises(RuntimeError, match="^a: scaling train exited with code 3$"):
+        slurm_job.TrainJob()(str(a), str(b))
+    assert task.started == [("a", "4"), ("b", "4")]  # two runs split the task's 8 CPUs
+    failed, other = store.read_status(a), store.read_status(b)
+    assert (failed.state, failed.job_id, failed.failed_nodes) == ("failed", "slurm:7_0", ["node-3"])
+    assert other.state == "running" and other.failed_nodes == []
+
+    # the requeued task trains b again, not a: it failed in this job (b keeps its threads: a
+    # resumed CPU run is bitwise equal only with the count it was trained with)
+    task.started.clear()
+    task.scripts["b"] = "raise SystemExit(75)"
+    assert slurm_job.TrainJob()(str(a), str(b)) == {"b": "running"}
+    assert task.started == [("b", "4")] and store.read_status(a).state == "failed"
+
+
+def test_a_stall_requeues_the_task_and_counts_for_its_run_only(task):
+    a, b, c = (str(task.dirs[n]) for n in "abc")
+    job = slurm_job.TrainJob(signal_delay_s=20, max_stalls=1)
+    job._stalled, job._stalled_run = "stalled: no heartbeat for 0.5 min on node-3", b
+    again = job.checkpoint(a, b, c)
+    assert again is not None and again.args == (a, b, c)
+    plain, stalled = store.read_status(a), store.read_status(b)
+    assert (plain.state, plain.requeues, plain.stalls, plain.failed_nodes) == ("requeued", 1, 0, [])
+    assert (stalled.state, stalled.stalls, stalled.failed_nodes) == ("requeued", 1, ["node-3"])
+    assert stalled.reason == job._stalled
+
+    # its second stall is one too many: b fails, alone; a and c requeue
+    again = job.checkpoint(a, b, c)
+    assert again is not None and store.read_status(b).state == "failed"
+    assert "more than cluster.max_stalls" in store.read_status(b).reason
+    assert {store.read_status(d).state for d in (a, c)} == {"requeued"}
+
+    # nothing left to train: no requeue
+    for d in (a, c):
+        store.write_status(d, "failed", reason="test")
+    assert job.checkpoint(a, b, c) is None
 
 
 # --- on the localhost SLURM cluster -------------------------------------------------------------
