@@ -69,11 +69,6 @@ def place(
         return Placement(max(1, gpus), 0, 0, False, "ddp", None, None, timeout_min, 0)
     problems = []
     parallel = memory.choose(spec.model, spec.arm, spec.global_batch, gpus, hardware.memory_gb)
-    if parallel.fits and parallel.sharding == "fsdp":
-        problems.append(
-            f"needs full sharding (FSDP) to fit {hardware.memory_gb:g} GB cards on {gpus} GPUs, which this "
-            "version's trainer does not do yet: give it more GPUs per run (a larger cluster.resources entry)"
-        )
     if not parallel.fits:
         problems.append(
             f"needs {parallel.gb_per_gpu:.0f} GB per GPU even at micro-batch 1 with checkpointing and "

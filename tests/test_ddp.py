@@ -1,8 +1,7 @@
 """The parallel settings do not change a run's losses: a 2-process DDP run (torchrun, gloo on the
 CPU) with micro-batches of 2 matches single-process runs with micro-batches of 4 and of 8 (the
 whole batch): the same batches, diffusion times and masks (keyed by sequence, trainer/noise.py),
-gradients averaged over ranks. (Full sharding, FSDP, is not in the trainer yet: the planner
-refuses runs that would need it.)"""
+gradients averaged over ranks. (Full sharding: tests/test_fsdp.py, which uses the helpers here.)"""
 
 from __future__ import annotations
 
@@ -18,8 +17,21 @@ from conftest import tiny_spec
 ENV = {**os.environ, "SCALING_THREADS": "1"}
 
 
-def _curve(out):
+def curve(out):
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def train(spec_file, out, processes: int = 1) -> subprocess.CompletedProcess:
+    """`scaling train` of a spec file into `out`, in one process or in `processes` under torchrun."""
+    launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(processes)]
+    return subprocess.run(
+        [sys.executable, *(launcher if processes > 1 else []), "-m", "scaling.cli", "train", str(spec_file)]
+        + ["--out", str(out)],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 @pytest.mark.parametrize("arm", ["duo", "eso"])
@@ -29,41 +41,12 @@ def test_two_process_ddp_matches_one_process_whatever_the_micro_batch(tmp_path, 
     )
     spec_file = tmp_path / "spec.yaml"
     spec_file.write_text(spec.to_yaml())
-    train = ["-m", "scaling.cli", "train", str(spec_file), "--out"]
     for micro in (4, 8):  # one process: 2 micro-batches of 4, then the whole batch at once
         other = tmp_path / f"micro{micro}.yaml"
         other.write_text(replace(spec, micro_batch=micro).to_yaml())  # the same run key
-        single = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "scaling.cli",
-                "train",
-                str(other),
-                "--out",
-                str(tmp_path / f"one{micro}"),
-            ],
-            env=ENV,
-            capture_output=True,
-            text=True,
-        )
+        single = train(other, tmp_path / f"one{micro}")
         assert single.returncode == 0, single.stderr
-    ddp = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc-per-node",
-            "2",
-            *train,
-            str(tmp_path / "two"),
-        ],
-        env=ENV,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    ddp = train(spec_file, tmp_path / "two", processes=2)
     assert ddp.returncode == 0, ddp.stdout + ddp.stderr
     assert ddp.stdout.count(": done, val_loss") == 1  # rank 0 reports, rank 1 is silent
     two = json.loads((tmp_path / "two" / "result.json").read_text())
@@ -72,7 +55,7 @@ def test_two_process_ddp_matches_one_process_whatever_the_micro_batch(tmp_path, 
         one = json.loads((tmp_path / one_dir / "result.json").read_text())
         assert one["world_size"] == 1
         assert two["val_loss"] == pytest.approx(one["val_loss"], rel=1e-5, abs=0), one_dir
-        for a, b in zip(_curve(tmp_path / one_dir), _curve(tmp_path / "two"), strict=True):
+        for a, b in zip(curve(tmp_path / one_dir), curve(tmp_path / "two"), strict=True):
             assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-5)
             assert b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-4)
     assert sorted(p.name for p in (tmp_path / "two" / "checkpoints").iterdir()) == [

@@ -107,6 +107,13 @@ def all_reduce_sum(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
+def rank_and_world() -> tuple[int, int]:
+    """This process's rank and the size of its process group ((0, 1) without one)."""
+    if not dist.is_initialized():
+        return 0, 1
+    return dist.get_rank(), dist.get_world_size()
+
+
 def all_gather_objects(obj) -> list:
     if not dist.is_initialized():
         return [obj]

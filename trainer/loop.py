@@ -6,7 +6,8 @@
   weights and biases are not decayed); learning rate: linear warmup over warmup_steps to lr, then
   cosine to min_lr at the last step (a pure function of the step, so the "scheduler state" is the
   step); gradient clipping at grad_clip (<= 0: off); gradient accumulation of micro batches up to
-  the global batch; DDP over torchrun/SLURM ranks (trainer.distributed).
+  the global batch; DDP or full sharding (spec.sharding, trainer/sharding.py) over torchrun/SLURM
+  ranks (trainer.distributed).
 - Randomness that changes the loss is keyed by sequence, not carried in generator state: the data
   of step s are windows s*B .. (s+1)*B - 1 of a seeded stream, its diffusion times come from
   u = f(seed, step) (each rank takes its rows' slice) and every sequence's masks and noise from
@@ -19,7 +20,8 @@
   over windows. The final step is always evaluated.
 - Checkpoints every checkpoint_every steps, at the end, and at the first step boundary after
   SIGTERM/SIGUSR2 (or a first Ctrl-C), after which train() raises Preempted (`scaling train` exits
-  scaling.store.EXIT_PREEMPTED).
+  scaling.store.EXIT_PREEMPTED). Runs with sharding fsdp write sharded checkpoints, except the
+  last, which holds the full weights (trainer/checkpoint.py).
 - A non-finite loss or gradient norm stops the run: result.json has status "diverged" and the step.
 - FLOPs: spec.steps x global_batch x 3 x forward FLOPs per sequence, for every convention of
   scaling.flops. MFU uses the "causal" convention (the model's real matmuls, attention halved for
@@ -45,7 +47,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -54,13 +56,14 @@ from typing import Any, cast
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
 from scaling import atomic, paths, placement, records, store
 from scaling.errors import UserError
 from scaling.flops import CONVENTIONS, train_flops_per_seq
 from scaling.spec import PRECISIONS, SHARDINGS, RunSpec
 from scaling.tables import duration
-from trainer import accelerator, checkpoint, data
+from trainer import accelerator, checkpoint, data, sharding
 from trainer import distributed as dist
 from trainer.accelerator import autocast_for
 from trainer.arms import Arm, get_arm
@@ -203,18 +206,22 @@ def evaluate(
     per_chunk = max(1, plan.eval_rows // k)
     place = accelerator.placement(device)
     per_window = torch.zeros(n, dtype=torch.float64, device=place)
+    chunks = range(0, n, per_chunk)
+    # a sharded model's forward needs every process (its all-gathers): in the last round a process
+    # without a chunk of its own evaluates the last chunk again and drops the result
+    rounds = -(-len(chunks) // env.world_size) * env.world_size if sharding.sharded(model) else len(chunks)
     model.eval()
     with torch.no_grad(), autocast_for(spec.precision, device):
-        for c, start in enumerate(range(0, n, per_chunk)):
-            if c % env.world_size != env.rank:
-                continue
+        for c in range(env.rank, rounds, env.world_size):
             beat()
+            start = chunks[min(c, len(chunks) - 1)]
             idx = np.arange(start, min(n, start + per_chunk))
             x = torch.from_numpy(windows[idx].astype(np.int64)).to(place).repeat_interleave(k, dim=0)
             t = torch.cat([_times(arm, k, ui) for ui in u[idx]]) if diffusion else None
             rows = Noise((spec.eval.seed,), first_row=start * k, device=place)  # keyed by (window, time)
             losses = arm.validation_loss(model, x, t, rows).double().view(len(idx), k)
-            per_window[torch.from_numpy(idx).to(place)] = losses.mean(dim=1)
+            if c < len(chunks):
+                per_window[torch.from_numpy(idx).to(place)] = losses.mean(dim=1)
     model.train()
     per_window = dist.all_reduce_sum(per_window).cpu()
     return per_window.mean().item(), (per_window.std() / math.sqrt(n)).item() if n > 1 else 0.0
@@ -280,7 +287,7 @@ def train(spec: RunSpec, run_dir: str | Path, *, handle_signals: bool = True, lo
 @dataclass
 class TrainStep:
     """One optimizer step of one rank: its rows of the global batch in micro batches (gradients
-    accumulated, DDP synchronising on the last), clipping, AdamW. Returns this rank's mean loss and
+    accumulated, DDP or FSDP synchronising on the last), clipping, AdamW. Returns this rank's mean loss and
     the gradient norm as device scalars: nothing here waits for the device. A non-finite step is
     not skipped: the session sees it at its next read of the losses and ends the run there as
     diverged at that step, and nothing trained after it is kept."""
@@ -289,8 +296,8 @@ class TrainStep:
     plan: BatchPlan
     env: dist.DistEnv
     arm: Arm
-    model: nn.Module  # the parameters
-    wrapped: nn.Module  # what runs the forward: the model under DDP and/or torch.compile
+    model: nn.Module  # the parameters (DTensor shards under FSDP)
+    wrapped: nn.Module  # what runs the forward: the model under DDP or FSDP and/or torch.compile
     optimizer: torch.optim.Optimizer
     device: torch.device  # the run's device (its precision)
 
@@ -306,7 +313,7 @@ class TrainStep:
             rows = slice(m * plan.micro, (m + 1) * plan.micro)
             noise = Noise((spec.seed, s), first_row=lo + m * plan.micro, device=batch.device)
             last = m == plan.accum - 1
-            with nullcontext() if last or not env.enabled else self._no_sync():
+            with nullcontext() if last else sharding.no_gradient_sync(self.wrapped):
                 with autocast_for(spec.precision, self.device):
                     loss = self.arm.training_loss(
                         self.wrapped, batch[rows], None if t is None else t[rows], noise
@@ -314,15 +321,10 @@ class TrainStep:
                 (loss / plan.accum).backward()
             loss_sum += loss.detach().float()
         clip = spec.optim.grad_clip if spec.optim.grad_clip > 0 else math.inf
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)  # of all shards
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return loss_sum / plan.accum, grad_norm.float()
-
-    def _no_sync(self) -> AbstractContextManager:
-        ddp = getattr(self.wrapped, "_orig_mod", self.wrapped)  # under torch.compile's wrapper
-        assert isinstance(ddp, nn.parallel.DistributedDataParallel)
-        return ddp.no_sync()
+        return loss_sum / plan.accum, sharding.full(grad_norm).float()
 
 
 class Heartbeat:
@@ -385,10 +387,13 @@ class _Session:
 
         torch.manual_seed(spec.seed)
         self.model = DiT(spec.model)
-        if state is not None:  # the checkpoint's memory-mapped tensors become the weights: no copy
+        if state is not None and "model" in state:  # memory-mapped tensors become the weights: no copy
             self.model.load_state_dict(state["model"], assign=True)
         self.model.to(self.place)
         self.model.checkpoint_blocks = spec.activation_checkpointing
+        compute = _compute_dtype(spec.precision, device)
+        # before the optimizer: FSDP replaces the parameters by their shards
+        self.wrapped = sharding.wrap(self.model, spec.sharding, env, self.place, compute)
         cuda = device.type == "cuda"
         self.optimizer = torch.optim.AdamW(
             param_groups(self.model, spec.optim.weight_decay),
@@ -403,24 +408,16 @@ class _Session:
         self.start = 0
         if state is not None:
             self._restore(state)
-        self.ddp: nn.Module = self.model
-        if env.enabled:
-            self.ddp = nn.parallel.DistributedDataParallel(
-                self.model,
-                device_ids=[self.place.index] if self.place.type == "cuda" else None,
-                gradient_as_bucket_view=True,  # gradients live in the buckets: no copy per step
-                broadcast_buffers=False,  # the model's buffers (rotary tables) are constants
-            )
         self.compiled = accelerator.compiles(spec.compile, device)
         if self.compiled:
-            self.ddp = cast(nn.Module, torch.compile(self.ddp))
+            self.wrapped = cast(nn.Module, torch.compile(self.wrapped))
         self.step = TrainStep(
             spec,
             plan,
             env,
             arm,
             self.model,
-            self.ddp,
+            self.wrapped,
             self.optimizer,
             device,
         )
@@ -437,8 +434,13 @@ class _Session:
             self.log(msg)
 
     def _restore(self, state: dict) -> None:
-        if "optimizer" in state:  # a finished run's last checkpoint has none (nothing is left to train)
-            self.optimizer.load_state_dict(state["optimizer"])  # the weights were loaded with the model
+        if "shards" in state:
+            checkpoint.load_sharded(Path(state["shards"]), self.model, self.optimizer)
+        elif "optimizer" in state:  # a finished run's last checkpoint has none (nothing is left to train)
+            if sharding.sharded(self.model):  # checkpointed under DDP, resumed sharded
+                checkpoint.load_full_optimizer(self.model, self.optimizer, state["optimizer"])
+            else:  # the weights were loaded with the model
+                self.optimizer.load_state_dict(state["optimizer"])
         # checkpoints of earlier versions timed every step
         self.stats = RunStats.from_checkpoint(state["stats"], state["step"])
         self.stats.restarts += 1
@@ -501,7 +503,7 @@ class _Session:
         self.log_every, print_every = max(1, spec.steps // 200), max(1, spec.steps // 20)
         pending: list[tuple[int, float, torch.Tensor, torch.Tensor]] = []  # (step, lr, loss, norm)
         interval_time, interval_steps = 0.0, 0  # timed training since the last logged row
-        self.ddp.train()
+        self.wrapped.train()
         t0 = time.perf_counter()
         for s in range(self.start, spec.steps):
             lr = lr_at(spec, s)
@@ -636,21 +638,28 @@ class _Session:
     def snapshot(self, step: int) -> None:
         t0 = time.monotonic()
         rngs = dist.all_gather_objects(checkpoint.rng_state())
-        if self.env.is_main:
+        state = {
+            "run_key": self.spec.run_key,
+            "spec": self.spec.to_dict(),
+            "data": self.sampler.state_dict(position=step * self.spec.global_batch),
+            "rng": rngs,
+            "world_size": self.env.world_size,
+            "threads": torch.get_num_threads(),
+            "stats": asdict(replace(self.stats, wall_s=self.wall_s(), recent=list(self.recent))),
+        }
+        if self.spec.sharding == "fsdp" and step < self.spec.steps:
+            checkpoint.save_sharded(self.run_dir, step, state, self.model, self.optimizer)
+        elif sharding.sharded(self.model):  # the last step: the full weights, nothing left to optimize
+            full = get_model_state_dict(
+                self.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
+            )  # gathered on rank 0 only
+            if self.env.is_main:
+                checkpoint.save(self.run_dir, step, {**state, "model": full})
+        elif self.env.is_main:
             checkpoint.save(
                 self.run_dir,
                 step,
-                {
-                    "run_key": self.spec.run_key,
-                    "spec": self.spec.to_dict(),
-                    "model": self.model.state_dict(),
-                    "optimizer": self.optimizer.state_dict(),
-                    "data": self.sampler.state_dict(position=step * self.spec.global_batch),
-                    "rng": rngs,
-                    "world_size": self.env.world_size,
-                    "threads": torch.get_num_threads(),
-                    "stats": asdict(replace(self.stats, wall_s=self.wall_s(), recent=list(self.recent))),
-                },
+                {**state, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()},
             )
         dist.barrier()  # the other ranks wait here, not inside their next collective
         self.beat()
