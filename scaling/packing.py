@@ -7,7 +7,7 @@ SLURM array task), one trainer process each (docs/cluster.md, "Small runs share 
 The rule: a run is packable when it trains as one process on one GPU, has at most
 `Rule.max_params` parameters, and k >= 2 copies of it fit the card: at the micro-batch that
 memory.choose picks for 1/k of the card (which is then the run's micro-batch), k times its memory
-estimate fits the share of the card one run alone may use (memory.choose's headroom), with no
+estimate (each process with its own CUDA context) fits 90% of the card, as one run alone must, with no
 activation checkpointing and at least memory.MIN_MICRO sequences per micro-batch (packing must not
 make a run recompute or starve its kernels). Its share is the largest such k up to `Rule.per_gpu`.
 CPU nodes have no memory model: there the share is `per_gpu` (at most one per CPU of the task),

@@ -111,7 +111,8 @@ def run_sweep(
             groups = executor.pack(todo)
             in_jobs, pack = packing.in_jobs(groups, placements), packing.labels(groups)
             if todo:
-                columns = ["run_key", "steps", *next(iter(resources.values())), *placement.COLUMNS, "pack"]
+                columns = ["run_key", "steps", *next(iter(resources.values())), *placement.COLUMNS]
+                columns += ["pack"] if any(pack.values()) else []
                 rows = [
                     {
                         "run_key": r.run_key,
