@@ -167,7 +167,7 @@ def totals(groups: list[Group], placements: dict[str, Placement]) -> list[str]:
     sizes = Counter(len(g.keys) for g in packed)
     shape = ", ".join(f"{n} of {size}" for size, n in sorted(sizes.items(), reverse=True))
     hours = _hours([(k, placements[k]) for g in packed for k in g.keys])
-    where = "GPUs" if hours is not None else "tasks"
+    where = ("GPU" if hours is not None else "task") + ("s" if len(packed) > 1 else "")
     lines = [
         f"packing: {runs} runs share {len(packed)} {where} ({shape} runs) instead of {runs} "
         "(pack: g<group>x<runs>; cluster.pack_per_gpu=1 turns it off)"

@@ -166,7 +166,7 @@ def test_cpu_groups_keep_the_entry_limit():
     assert groups == [packing.Group(("r2", "r1"), 60, 0, 100), packing.Group(("r0",), 60, 0, 100)]
     assert packing.labels(groups) == {"r2": "g1x2", "r1": "g1x2", "r0": None}
     assert packing.totals(groups, {k: p for k, _, p in runs}) == [
-        "packing: 2 runs share 1 tasks (1 of 2 runs) instead of 2 (pack: g<group>x<runs>; "
+        "packing: 2 runs share 1 task (1 of 2 runs) instead of 2 (pack: g<group>x<runs>; "
         "cluster.pack_per_gpu=1 turns it off)"
     ]
 
@@ -203,7 +203,7 @@ def test_plan_shows_the_pack_column_and_totals(capsys):
         "66M": ("g1x3", 16, 1440, 1),
     }
     assert rows["666M"]["pack"] is None and rows["666M"]["micro"] == 8
-    assert "packing: 3 runs share 1 GPUs (1 of 3 runs) instead of 3" in err
+    assert "packing: 3 runs share 1 GPU (1 of 3 runs) instead of 3" in err
     assert "their 21 GPU-hours at the assumed MFU are the same packed or not" in err
 
 
