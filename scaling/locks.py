@@ -5,17 +5,20 @@
   NFS (v3 and later) and Lustre, where flock may be ignored or local to a node. It holds
   `host pid time`; a lock whose holder is a dead process of this host, or that is older than its
   lease, is broken (a sweep killed with SIGKILL cannot leave the sweep locked forever).
-- `run_owner` / `hold_run` (scaling/store.py's side of it): the trainer of a run holds an flock on
-  the run folder for its whole life; the kernel releases it when the process dies, whatever kills it.
+- `held`: an flock held by one process for as long as it works (a trainer on its run folder, through
+  scaling/store.py's `hold_run`; a data preparation on its folder); the kernel releases it when the
+  process dies, whatever kills it. `holder_of` names a live holder.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
+import math
 import os
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -105,3 +108,59 @@ def _describe(holder: dict | None) -> str:
     if not holder:
         return "another process"
     return f"process {holder.get('pid')} on {holder.get('host')}"
+
+
+@contextmanager
+def held(
+    path: Path, role: str, subject: object, wait_s: float, say: Callable[[str], None] = print
+) -> Iterator[None]:
+    """An exclusive flock on the file `path` while a `role` (e.g. "trainer") works on `subject`
+    (e.g. a run folder); the file says `<role> pid N on HOST`. A second process waits up to
+    `wait_s` (saying so once), then fails with a one-line UserError naming the holder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as f:
+        deadline = time.monotonic() + wait_s
+        waiting = False
+        while True:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                holder = _flock_text(f)
+                if time.monotonic() > deadline:
+                    raise UserError(
+                        f"{subject} is held by {holder}: stop that process (or wait for it) first"
+                    ) from None
+                if not waiting:
+                    limit = "" if math.isinf(wait_s) else f" up to {wait_s:.0f}s"
+                    say(f"waiting{limit} for {holder} to release {subject}")
+                    waiting = True
+                time.sleep(POLL_S)
+        f.seek(0)
+        f.truncate()
+        f.write(f"{role} pid {os.getpid()} on {socket.gethostname()}\n")
+        f.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def holder_of(path: Path) -> str | None:
+    """What a live process holds `held`'s lock on `path` for, None when nobody does."""
+    try:
+        f = open(path)
+    except FileNotFoundError:
+        return None
+    with f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return _flock_text(f)
+        fcntl.flock(f, fcntl.LOCK_UN)
+    return None
+
+
+def _flock_text(f) -> str:
+    f.seek(0)
+    return f.read().strip() or "another process"

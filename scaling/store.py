@@ -16,12 +16,12 @@ import os
 import socket
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from scaling import atomic, records
+from scaling import atomic, locks, records
 from scaling.errors import UserError
 from scaling.spec import SPEC_VERSION, RunSpec, load_spec
 
@@ -200,59 +200,16 @@ def owner_file(run_dir: Path) -> Path:
     return run_dir.parent / f".{run_dir.name}.lock"
 
 
-@contextmanager
-def hold_run(run_dir: str | Path, wait_s: float = OWNER_WAIT_S, say=print) -> Iterator[None]:
-    """The trainer's exclusive claim on a run folder, for as long as it trains: an flock, which the
-    kernel releases when the process ends however it ends. A second trainer waits up to `wait_s`
-    (the first may be checkpointing after a stop signal), then fails with a one-line error."""
-    path = owner_file(Path(run_dir))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as f:
-        deadline = time.monotonic() + wait_s
-        waiting = False
-        while True:
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                owner = _owner_text(f)
-                if time.monotonic() > deadline:
-                    raise UserError(
-                        f"{run_dir} is being trained by {owner}: stop that trainer (or wait for it) first"
-                    ) from None
-                if not waiting:
-                    say(f"waiting up to {wait_s:.0f}s for {owner} to release {run_dir}")
-                    waiting = True
-                time.sleep(0.5)
-        f.seek(0)
-        f.truncate()
-        f.write(f"trainer pid {os.getpid()} on {socket.gethostname()}\n")
-        f.flush()
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+def hold_run(run_dir: str | Path, wait_s: float = OWNER_WAIT_S, say=print) -> AbstractContextManager[None]:
+    """The trainer's exclusive claim on a run folder, for as long as it trains (scaling/locks.py's
+    `held`). A second trainer waits up to `wait_s` (the first may be checkpointing after a stop
+    signal), then fails with a one-line error."""
+    return locks.held(owner_file(Path(run_dir)), "trainer", run_dir, wait_s, say)
 
 
 def run_owner(run_dir: str | Path) -> str | None:
     """Who trains the run now (a live process holding hold_run's lock), None when nobody does."""
-    path = owner_file(Path(run_dir))
-    try:
-        f = open(path)
-    except FileNotFoundError:
-        return None
-    with f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return _owner_text(f)
-        fcntl.flock(f, fcntl.LOCK_UN)
-    return None
-
-
-def _owner_text(f) -> str:
-    f.seek(0)
-    return f.read().strip() or "another trainer"
+    return locks.holder_of(owner_file(Path(run_dir)))
 
 
 def read_result(run_dir: str | Path) -> RunResult | None:

@@ -171,7 +171,7 @@ def test_a_second_trainer_on_the_same_folder_waits_then_stops(tmp_path, byte_sha
             timeout=120,
         )
     assert other.returncode == 2, other.stdout + other.stderr
-    assert "is being trained by trainer pid" in other.stderr and other.stderr.count("\n") == 1
+    assert "is held by trainer pid" in other.stderr and other.stderr.count("\n") == 1
     assert store.run_owner(run) is None
     assert train(spec, run, log=lambda m: None).status == "done"
 

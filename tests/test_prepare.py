@@ -10,12 +10,14 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from scaling import locks
 from scaling.errors import UserError
 from trainer import corpora, data, prepare
 
@@ -391,6 +393,28 @@ def test_prepare_refuses_a_foreign_folder(tmp_path, text_corpus):
             data.prepare(str(text_corpus), out=tmp_path / "y", log=_quiet, val_fraction=0.2)
         )["format"]
     )
+
+
+def test_a_second_preparation_of_a_folder_waits_for_the_first(tmp_path, text_corpus):
+    """Two sweeps started together prepare the same folder: the second waits for the first
+    (before: it saw the first one's files and refused the folder as foreign)."""
+    out, said = tmp_path / "x", []
+    second = threading.Thread(
+        target=lambda: data.prepare(str(text_corpus), out=out, log=said.append, val_fraction=0.2)
+    )
+    with locks.held(tmp_path / ".x.lock", "data preparation", out, wait_s=0):  # the first one
+        second.start()
+        deadline = time.monotonic() + 30
+        while not said and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)
+        assert said == [
+            f"waiting for data preparation pid {os.getpid()} on {os.uname().nodename} to release {out}"
+        ]
+        assert not out.exists()
+    second.join(timeout=60)
+    assert not second.is_alive() and said[-1].startswith(f"prepared {out}")
+    assert (out / prepare.MANIFEST).exists()
 
 
 def test_a_split_without_documents_is_an_error_not_a_folder(tmp_path):

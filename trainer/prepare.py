@@ -21,6 +21,7 @@ the other pieces are done; their shards stay. Nothing here imports torch.
 from __future__ import annotations
 
 import json
+import math
 import multiprocessing
 import os
 import sys
@@ -31,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from scaling import atomic
+from scaling import atomic, locks
 from scaling.errors import UserError
 from trainer import corpora, tokenizers
 
@@ -220,8 +221,15 @@ def prepare(
 ) -> Path:
     """Tokenizes `source` into the folder `out` with `workers` processes (0: the cores available);
     returns the folder. Idempotent: a prepared folder whose sources are unchanged returns at once,
-    a partial one is completed."""
+    a partial one is completed. One preparation of a folder at a time: a second one (two sweeps
+    started together) waits for the first, then finds the folder prepared."""
     folder = Path(out)
+    lock = folder.parent / f".{folder.name}.lock"  # beside the folder, which holds its data only
+    with locks.held(lock, "data preparation", folder, wait_s=math.inf, say=log):
+        return _prepare(source, folder, workers, log)
+
+
+def _prepare(source: Source, folder: Path, workers: int, log: Callable[[str], None]) -> Path:
     vocab = source.vocab_size or tokenizers.default_vocab_size(source.tokenizer)
     ident = source.identity(vocab)
     if (folder / MANIFEST).exists():
