@@ -383,7 +383,8 @@ def test_unknown_partition_surfaces_sbatch_error(slurm_cluster, env, capsys):
     refusal = "sbatch: error: invalid partition specified: no-such-partition"
     # the data are prepared first, as a job in the same partition
     assert re.fullmatch(
-        f"scaling sweep: error: sbatch refused the job prepare-[^:]+: {refusal}", one_line_error(capsys, argv)
+        f"scaling sweep: error: sbatch refused the job prepare-[^:]+: {refusal} \\(the job asked for 1 cores and 1 GB: .*data.prepare_mem_gb.*\\)",
+        one_line_error(capsys, argv),
     )
     assert main(["prepare", "t"]) == 0  # prepared here: the runs' job array is next
     capsys.readouterr()

@@ -70,9 +70,15 @@ def _on_slurm(d: DataConfig, config, folder: Path, say: Callable[[str], None]) -
         folder.parent.mkdir(parents=True, exist_ok=True)
         argv = prepare_argv(d, folder, cpus)
         resources = Resources(float("inf"), gpus_per_node=0, cpus_per_task=cpus, mem_gb=d.prepare_mem_gb)
-        job_id = submit_command(
-            config, logs, f"prepare-{folder.name}", [argv], resources, d.prepare_timeout_min
-        )
+        try:
+            job_id = submit_command(
+                config, logs, f"prepare-{folder.name}", [argv], resources, d.prepare_timeout_min
+            )
+        except UserError as e:
+            raise UserError(
+                f"{e} (the job asked for {cpus} cores and {d.prepare_mem_gb:g} GB: set data.workers and "
+                "data.prepare_mem_gb to what a node of the partition has)"
+            ) from None
         atomic.write_json(record, {"job_id": job_id, "logs": str(logs), "argv": argv})
         say(f"data: submitted the preparation of {folder} as job {job_id} ({cpus} cores; logs in {logs})")
     poll_s = float(config.poll_s)
