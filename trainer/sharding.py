@@ -10,15 +10,15 @@
   tensor, so the optimizer must be made over them after `wrap`. Under bf16 the blocks are gathered
   in bf16 and their gradients reduced in fp32; the root stays fp32 and autocast casts it as under
   DDP, so the head's gradient, summed over loss chunks (trainer/losses.py), adds up in fp32.
-- Gradient accumulation: `no_gradient_sync` is DDP's no_sync or FSDP's
-  set_requires_gradient_sync(False) (FSDP then keeps the unsharded gradients, in fp32, until the
-  last micro batch reduce-scatters them).
+- Gradient accumulation: `no_gradient_sync` is DDP's no_sync. FSDP reduce-scatters after every
+  micro-batch instead: without that sync it would keep every parameter's unsharded fp32 gradient
+  (4 bytes per parameter) until the last one, the memory a run is sharded to save and which
+  scaling/memory.py does not count.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import AbstractContextManager, nullcontext
 
 import torch
 from torch import Tensor, nn
@@ -61,22 +61,12 @@ def sharded(module: nn.Module) -> bool:
 
 
 def no_gradient_sync(module: nn.Module) -> AbstractContextManager:
-    """A backward inside this context accumulates gradients locally, without communication."""
+    """A backward inside this context accumulates gradients locally, without communication (DDP;
+    FSDP syncs every micro-batch: module docstring)."""
     inner = _unwrapped(module)
     if isinstance(inner, nn.parallel.DistributedDataParallel):
         return inner.no_sync()
-    if isinstance(inner, FSDPModule):
-        return _fsdp_no_sync(inner)
     return nullcontext()
-
-
-@contextmanager
-def _fsdp_no_sync(module: FSDPModule) -> Iterator[None]:
-    module.set_requires_gradient_sync(False)
-    try:
-        yield
-    finally:
-        module.set_requires_gradient_sync(True)
 
 
 def full(x: Tensor) -> Tensor:
