@@ -282,6 +282,16 @@ def test_a_stall_requeues_the_task_and_counts_for_its_run_only(task):
     assert job.checkpoint(a, b, c) is None
 
 
+def test_sigterm_reaches_every_trainer_of_the_task(task):
+    job = slurm_job.TrainJob()
+    sleeper = [sys.executable, "-c", "import time; time.sleep(30)"]
+    job._trainers = [
+        slurm_job._Trainer(task.dirs[n], task.dirs[n] / "train.log", subprocess.Popen(sleeper)) for n in "ab"
+    ]
+    job._on_sigterm(15, None)  # scancel, scontrol requeue: each trainer checkpoints, SLURM decides
+    assert [t.child.wait(timeout=10) for t in job._trainers] == [-15, -15] and job._terminated
+
+
 # --- on the localhost SLURM cluster -------------------------------------------------------------
 
 PACK_TWO = [
