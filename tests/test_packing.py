@@ -7,6 +7,7 @@ resumes both."""
 from __future__ import annotations
 
 import json
+import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -292,6 +293,23 @@ def test_sigterm_reaches_every_trainer_of_the_task(task):
     assert [t.child.wait(timeout=10) for t in job._trainers] == [-15, -15] and job._terminated
 
 
+def test_a_task_pickled_by_the_previous_version_still_runs():
+    """A task queued before packing (one run folder, the old attributes) is requeued by this version."""
+    before = slurm_job.TrainJob.__new__(slurm_job.TrainJob)
+    before.__dict__.update(
+        signal_delay_s=30,
+        stall_s=60.0,
+        max_stalls=1,
+        _child=None,
+        _terminated=False,
+        _stalled=None,
+        _gave_up=False,
+    )
+    job = pickle.loads(pickle.dumps(before))
+    assert (job.signal_delay_s, job.stall_s, job.max_stalls) == (30, 60.0, 1)
+    assert job._trainers == [] and job._stalled_run is None and not hasattr(job, "_child")
+
+
 # --- on the localhost SLURM cluster -------------------------------------------------------------
 
 PACK_TWO = [
@@ -312,19 +330,8 @@ def env(tmp_path, monkeypatch, text_corpus):
 @pytest.mark.slow
 def test_packed_runs_finish_at_the_losses_of_unpacked_runs(slurm_cluster, env, capsys):  # noqa: F811
     results = env / "results"
-    assert main(["sweep", "t", *PACK_TWO, "--dry-run"]) == 0
-    out = capsys.readouterr().out
-    assert out.count(" g1x2") == 2 and out.count(" g2x2") == 2 and "packing: 4 runs share 2 tasks" in out
-
-    assert main(["sweep", "t", *PACK_TWO]) == 0
-    assert "4 runs: 4 done" in capsys.readouterr().out
-    jobs = {k: s["job_id"] for k, s in statuses(results).items()}
-    assert len(set(jobs.values())) == 2  # two tasks of two runs each
-    for run in runs_of(results):
-        log = (run / "logs" / "train.log").read_text()
-        assert log.count("=== ") == 1 and f"job {jobs[run.name]} restart 0" in log
-
-    unpacked = [
+    # unpacked first, here (it also prepares the data, which the SLURM sweep then finds)
+    alone = [
         "sweep",
         "t",
         "name=alone",
@@ -332,8 +339,19 @@ def test_packed_runs_finish_at_the_losses_of_unpacked_runs(slurm_cluster, env, c
         "cluster.max_parallel=2",
         "cluster.poll_s=0.2",
     ]
-    assert main(unpacked) == 0
+    assert main(alone) == 0
     assert "4 runs: 4 done" in capsys.readouterr().out
+
+    assert main(["sweep", "t", *PACK_TWO, "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert out.count(" g1x2") == 2 and out.count(" g2x2") == 2 and "packing: 4 runs share 2 tasks" in out
+    assert main(["sweep", "t", *PACK_TWO]) == 0
+    assert "4 runs: 4 done" in capsys.readouterr().out
+    jobs = {k: s["job_id"] for k, s in statuses(results).items()}
+    assert len(set(jobs.values())) == 2  # two tasks of two runs each
+    for run in runs_of(results):
+        log = (run / "logs" / "train.log").read_text()
+        assert log.count("=== ") == 1 and f"job {jobs[run.name]} restart 0" in log
     losses = {k: r["val_loss"] for k, r in results_of(results).items()}
     assert losses == {k: r["val_loss"] for k, r in results_of(results, "alone").items()}
 
@@ -347,7 +365,7 @@ def test_packed_runs_finish_at_the_losses_of_unpacked_runs(slurm_cluster, env, c
 @pytest.mark.slow
 def test_a_preempted_packed_task_resumes_both_runs(slurm_cluster, env, submitted):  # noqa: F811
     sweep_dir = env / "results" / "t"
-    specs = [long_spec(steps=800, seed=seed) for seed in (0, 1)]
+    specs = [long_spec(steps=500, seed=seed) for seed in (0, 1)]
     dirs = [sweep_dir / "runs" / f"packed-{i}" for i in range(2)]
     executor = slurm_executor(
         pack_per_gpu=2,
@@ -358,7 +376,7 @@ def test_a_preempted_packed_task_resumes_both_runs(slurm_cluster, env, submitted
     jobs = submit(executor, sweep_dir, list(zip(specs, dirs)), submitted)
     assert len(set(jobs.values())) == 1
     for d in dirs:
-        wait_running(d, 150)
+        wait_running(d, 100)
     slurm("scancel", "--signal=USR2", native(jobs[dirs[0]]))  # a preemption: the task checkpoints both
     refs = [reference(env / f"ref-{i}", spec) for i, spec in enumerate(specs)]
     watch(dirs, timeout=420)
@@ -370,4 +388,4 @@ def test_a_preempted_packed_task_resumes_both_runs(slurm_cluster, env, submitted
         assert result.val_loss == reference_loss(env / f"ref-{i}", refs[i]), d.name
         log = (d / "logs" / "train.log").read_text()
         assert "stopped by SIGUSR2" in log and "restart 1" in log and "resumed" in log
-        assert json.loads((d / "result.json").read_text())["steps"] == 800
+        assert json.loads((d / "result.json").read_text())["steps"] == 500

@@ -451,6 +451,11 @@ class TrainJob(submitit.helpers.Checkpointable):
         self._stalled: str | None = None  # why the watchdog stopped the task (the first stall)
         self._stalled_run: str | None = None  # and whose
 
+    def __setstate__(self, state: dict) -> None:
+        # submitit's pickle of a queued or requeued task: only the settings carry over (the last
+        # attempt's processes are gone), also from a task pickled by an earlier version of this class
+        self.__init__(state["signal_delay_s"], state["stall_s"], state["max_stalls"])  # type: ignore[misc]
+
     def __call__(self, *run_dirs: str) -> dict[str, str]:
         env = submitit.JobEnvironment()
         job_id = SlurmExecutor.job_id(env.job_id)
