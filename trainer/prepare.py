@@ -248,6 +248,10 @@ def _prepare(source: Source, folder: Path, workers: int, log: Callable[[str], No
     tok = _tokenizer(the_plan, folder, vocab, log)
     workers = workers or available_cores()
     (folder / SHARDS).mkdir(exist_ok=True)
+    # half-written shards of a killed preparation: this process holds the folder's lock, so no
+    # other one is writing them
+    for leftover in (folder / SHARDS).glob("*.bin.tmp*"):
+        leftover.unlink()
     job = _Job(
         folder, tok.kind, tok.save_name, source.text_field, source.val_fraction, ident, tok.dtype, tok.eos
     )
