@@ -59,3 +59,35 @@ def test_preflight_on_the_cluster_passes_then_fails_on_a_read_only_results_folde
     out = lines(capsys)
     failed = [line for line in out if line.startswith("FAIL")]
     assert failed and all("results: OSError" in line and "Read-only" in line for line in failed), out
+
+
+def test_each_class_is_tested_at_the_longest_limit_of_its_jobs(monkeypatch, tmp_path):
+    """Packed groups ask for longer limits than their runs alone: sbatch --test-only is asked about
+    the longest job of each resources class, not the first run's."""
+    from scaling.config import load_sweep
+    from scaling.executors import slurm as slurm_executor
+    from scaling.workflows import preflight
+
+    monkeypatch.setenv("SCALING_RESULTS", str(tmp_path))
+    monkeypatch.setattr(slurm_executor.SlurmExecutor, "check", lambda self: None)
+    asked: list[int] = []
+    monkeypatch.setattr(slurm_executor.SlurmExecutor, "test_only", lambda self, r, limit: asked.append(limit))
+
+    def refuse(*args, **kwargs):
+        raise preflight.UserError("not submitted in this test")
+
+    monkeypatch.setattr(preflight, "submit_command", refuse)
+    cfg = load_sweep("paper", ["cluster=slurm"])
+    preflight.run_preflight(cfg, say=lambda m: None)
+    executor = preflight.executor_for(cfg.cluster)
+    plan = preflight.plan_sweep(cfg)
+    runs = [preflight.Run(tmp_path / d.run_key, d.spec, d.params_total) for d in plan.details]
+    first: dict = {}  # per resources class: its first run's own limit (what was asked before)
+    for run in runs:
+        first.setdefault(executor.config.resources_for(run), executor.place(run).time_limit_min)
+    longest: dict = {}
+    for group in executor.pack(runs):
+        r = executor.config.resources_for(next(run for run in runs if run.run_key == group.keys[0]))
+        longest[r] = max(longest.get(r, 0), group.time_limit_min)
+    assert asked == [longest[r] for r in first]
+    assert asked != list(first.values())  # the paper grid's first runs are not its longest jobs

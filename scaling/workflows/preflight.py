@@ -52,15 +52,16 @@ def run_preflight(cfg: SweepConfig, say: Callable[[str], None] = print) -> list[
         )
     if not isinstance(executor, SlurmExecutor):
         return findings + _here(results_dir, data_arg, say)
-    classes: dict[Resources, Run] = {}
-    for d in plan.details:
-        run = Run(Path(d.run_key), d.spec, d.params_total)
-        classes.setdefault(executor.config.resources_for(run), run)
+    runs = [Run(Path(d.run_key), d.spec, d.params_total) for d in plan.details]
+    by_key = {run.run_key: run for run in runs}
+    limits: dict[Resources, int] = {}  # per resources class: the longest limit its jobs ask for
+    for group in executor.pack(runs):
+        r = executor.config.resources_for(by_key[group.keys[0]])
+        limits[r] = max(limits.get(r, 0), group.time_limit_min or r.timeout_min)
     jobs = {}
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    for i, (r, run) in enumerate(classes.items()):
+    for i, (r, limit) in enumerate(limits.items()):
         where = f"class {i + 1} ({_describe(r)})"
-        limit = executor.place(run).time_limit_min or r.timeout_min
         refused = executor.test_only(r, limit)
         findings.append(
             Finding(
