@@ -109,3 +109,23 @@ def test_a_stat_that_hangs_counts_as_no_heartbeat(tmp_path, monkeypatch):
     assert _mtime(tmp_path / store.HEARTBEAT_FILE, timeout=0.2) is STUCK
     gate.set()
     assert _mtime(tmp_path / "missing", timeout=1) is None
+
+
+def test_a_job_the_queue_ends_with_node_fail_records_its_node(tmp_path, monkeypatch):
+    """A node that dies under a job cannot let the job record it: the queue's NODE_FAIL does."""
+    from scaling.executors import _apply
+    from scaling.executors import slurm as slurm_executor
+
+    squeue = "77|0|77_0|NODE_FAIL|None|0|n7|\n78|0|78_0|FAILED|NonZeroExitCode|0|n8|\n"
+    monkeypatch.setattr(
+        slurm_executor, "run_command", lambda argv, **kw: subprocess.CompletedProcess(argv, 0, squeue, "")
+    )
+    infos = slurm_executor._poll(["77_0", "78_0"])
+    assert (infos["77_0"].node, infos["78_0"].node) == (
+        "n7",
+        None,
+    )  # a failed trainer is not the node's fault
+    store.write_status(tmp_path, "running", job_id="slurm:77_0")
+    _, state = _apply(tmp_path, store.read_status(tmp_path), "running", infos["77_0"], write=True)
+    status = store.read_status(tmp_path)
+    assert (state, status.failed_nodes, status.reason) == ("failed", ["n7"], "NODE_FAIL")

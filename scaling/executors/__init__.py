@@ -154,6 +154,8 @@ def _apply(run_dir: Path, status: store.RunStatus, state: str, info: JobInfo, wr
             return fresh, fresh.state
         new_state = "cancelled" if info.cancelled else "failed"
         fields = {"reason": info.reason, "requeues": max(status.requeues, info.restarts)}
+        if info.node:  # the node died under the job, which could not say so itself
+            fields["failed_on"] = info.node
     elif info.state == "pending":
         new_state = "requeued" if info.restarts > 0 or state == "requeued" else "queued"
         fields = {"requeues": max(status.requeues, info.restarts)}
@@ -161,7 +163,9 @@ def _apply(run_dir: Path, status: store.RunStatus, state: str, info: JobInfo, wr
         new_state, fields = "running", {"requeues": max(status.requeues, info.restarts)}
     else:  # active (a live local runner) or unknown: the folder knows best
         return status, state
-    if new_state == state and all(getattr(status, k) == v for k, v in fields.items() if k != "reason"):
+    if new_state == state and all(
+        getattr(status, k) == v for k, v in fields.items() if k not in ("reason", "failed_on")
+    ):
         return status, state
     if write:
         return store.write_status(run_dir, new_state, if_job=status.job_id, **fields), new_state

@@ -58,6 +58,7 @@ class JobInfo:
     restarts: int = 0
     reason: str | None = None  # for ended jobs: the queue's own words (state, exit code, reason)
     cancelled: bool = False
+    node: str | None = None  # an ended job the queue blames on its node (NODE_FAIL): that node
 
 
 Record = Callable[[dict[str, str]], None]

@@ -53,6 +53,7 @@ COMMANDS = ["sbatch", "squeue", "scancel", "scontrol"]
 GPU_REQUESTS = ("gpus_per_node", "gpus_per_task", "gres")
 PENDING = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "SUSPENDED", "RESV_DEL_HOLD", "STOPPED"}
 RUNNING = {"RUNNING", "COMPLETING", "CONFIGURING", "SIGNALING", "STAGE_OUT", "RESIZING"}
+NODE_FAILURES = {"NODE_FAIL", "BOOT_FAIL"}  # ended states the queue blames on the node
 
 
 @dataclass(frozen=True)
@@ -331,7 +332,7 @@ def _poll(native_ids: list[str]) -> dict[str, JobInfo]:
                 "-j",
                 ",".join(bases),
                 "-O",
-                "ArrayJobID:|,ArrayTaskID:|,JobID:|,State:|,Reason:|,RestartCnt:|",
+                "ArrayJobID:|,ArrayTaskID:|,JobID:|,State:|,Reason:|,RestartCnt:|,NodeList:|",
             ]
         )
     except (FileNotFoundError, subprocess.TimeoutExpired) as e:
@@ -341,12 +342,12 @@ def _poll(native_ids: list[str]) -> dict[str, JobInfo]:
     infos: dict[str, JobInfo] = {}
     for line in out.stdout.splitlines():
         parts = [p.strip() for p in line.split("|")]
-        if len(parts) < 6:
+        if len(parts) < 7:
             continue
-        array_id, task, raw_id, state, reason, restarts = parts[:6]
+        array_id, task, raw_id, state, reason, restarts, node = parts[:7]
         job_id = f"{array_id}_{task}" if task.isdigit() else raw_id  # submitit's id of an array task
         if job_id in wanted:
-            infos[job_id] = _info(state, reason, int(restarts) if restarts.isdigit() else 0)
+            infos[job_id] = _info(state, reason, int(restarts) if restarts.isdigit() else 0, node=node)
     missing = sorted(wanted - set(infos))
     if missing:
         infos.update(_sacct(missing))
@@ -355,7 +356,9 @@ def _poll(native_ids: list[str]) -> dict[str, JobInfo]:
     return infos
 
 
-def _info(state: str, reason: str, restarts: int, exit_code: str = "") -> JobInfo:
+def _info(state: str, reason: str, restarts: int, exit_code: str = "", node: str = "") -> JobInfo:
+    """The queue's words as a JobInfo; an ended job the queue blames on its node (NODE_FAIL,
+    BOOT_FAIL) names that node, which the job itself could not record."""
     state = state.split()[0] if state else "UNKNOWN"
     if state in PENDING:
         return JobInfo("pending", restarts=restarts)
@@ -366,14 +369,17 @@ def _info(state: str, reason: str, restarts: int, exit_code: str = "") -> JobInf
         words.append(reason)
     if exit_code and exit_code != "0:0":
         words.append(f"exit code {exit_code}")
-    return JobInfo("ended", restarts=restarts, reason=", ".join(words), cancelled=state == "CANCELLED")
+    blamed = node if state in NODE_FAILURES and node and node not in ("None", "(null)") else None
+    return JobInfo(
+        "ended", restarts=restarts, reason=", ".join(words), cancelled=state == "CANCELLED", node=blamed
+    )
 
 
 def _sacct(job_ids: list[str]) -> dict[str, JobInfo]:
     """Accounting for jobs the controller no longer holds; empty when accounting is off."""
     try:
         out = run_command(
-            ["sacct", "-n", "-X", "-P", "-j", ",".join(job_ids), "-o", "JobID,State,ExitCode,Reason"]
+            ["sacct", "-n", "-X", "-P", "-j", ",".join(job_ids), "-o", "JobID,State,ExitCode,Reason,NodeList"]
         )
     except (FileNotFoundError, subprocess.TimeoutExpired):
         return {}
@@ -382,8 +388,8 @@ def _sacct(job_ids: list[str]) -> dict[str, JobInfo]:
     infos = {}
     for line in out.stdout.splitlines():  # the last record of a job id is its latest attempt
         parts = line.split("|")
-        if len(parts) >= 4 and parts[0] in job_ids:
-            infos[parts[0]] = _info(parts[1], parts[3], 0, parts[2])
+        if len(parts) >= 5 and parts[0] in job_ids:
+            infos[parts[0]] = _info(parts[1], parts[3], 0, parts[2], parts[4])
     return infos
 
 
