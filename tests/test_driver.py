@@ -25,7 +25,6 @@ DETACHED = [
     "arms=[mdlm-ce]",
     "sizes.0.models=[d8-l1,d16-l1,d64-l2]",  # three sizes: a parabola to fit
     "cluster.poll_s=1",
-    "data.prepare_mem_gb=1",
     "--detach",
 ]
 

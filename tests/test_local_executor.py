@@ -127,6 +127,9 @@ def sweep_process(*args: str) -> subprocess.Popen:
         stderr=subprocess.STDOUT,
         text=True,
         env=os.environ.copy(),
+        # a test suite started in the background (`make test &`) ignores SIGINT, and so would the
+        # sweep: Python turns SIGINT into KeyboardInterrupt only when it is not ignored at start
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 

@@ -260,6 +260,20 @@ def test_a_failing_run_marks_only_itself_failed_at_once(task):
     assert task.started == [("b", "4")] and store.read_status(a).state == "failed"
 
 
+def test_a_task_starting_as_its_runs_are_cancelled_trains_none_of_them(task):
+    """`scaling cancel` marks a queued run cancelled while SLURM starts its task: the task must not
+    write `running` over it (the queue's bare CANCELLED would then replace the cancel's reason)."""
+    a, b = task.dirs["a"], task.dirs["b"]
+    store.write_status(a, "cancelled", reason="cancelled by `scaling cancel`")
+    task.scripts["b"] = "raise SystemExit(75)"
+    assert slurm_job.TrainJob()(str(a), str(b)) == {"b": "running"}
+    assert task.started == [("b", "4")]
+    assert (store.read_status(a).state, store.read_status(a).reason) == (
+        "cancelled",
+        "cancelled by `scaling cancel`",
+    )
+
+
 def test_a_stall_requeues_the_task_and_counts_for_its_run_only(task):
     a, b, c = (str(task.dirs[n]) for n in "abc")
     job = slurm_job.TrainJob(signal_delay_s=20, max_stalls=1)
@@ -317,7 +331,6 @@ PACK_TWO = [
     "cluster.pack_per_gpu=2",  # CPU nodes pack only when told; the two runs split the task's 2 CPUs
     "cluster.resources=[{max_params:1e12,gpus_per_node:0,cpus_per_task:2,mem_gb:2,timeout_min:10}]",
     "cluster.poll_s=0.5",
-    "data.prepare_mem_gb=1",
 ]
 
 

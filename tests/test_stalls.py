@@ -22,7 +22,6 @@ STALL = [
     "cluster.stall_timeout_min=0.5",  # 30 s without a heartbeat
     "cluster.signal_delay_s=15",  # the frozen trainer gets 5 s to checkpoint, then it is killed
     "cluster.poll_s=1",
-    "data.prepare_mem_gb=1",
 ]
 
 

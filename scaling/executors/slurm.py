@@ -474,6 +474,8 @@ class TrainJob(submitit.helpers.Checkpointable):
             run_path = Path(run_dir)
             if not _unfinished(run_path, job_id):  # it ended before this requeue of its task
                 continue
+            if _cancelled(run_path, job_id):  # `scaling cancel` came while this task was starting
+                continue
             if rank0:
                 store.write_status(run_path, "running", job_id=job_id, requeues=restarts)
             log_path = run_path / "logs" / ("train.log" if rank0 else f"train.rank{env.global_rank}.log")
@@ -604,6 +606,11 @@ def _failed_in(run_path: Path, job_id: str) -> bool:
 
 def _unfinished(run_path: Path, job_id: str) -> bool:
     return store.read_result(run_path) is None and not _failed_in(run_path, job_id)
+
+
+def _cancelled(run_path: Path, job_id: str) -> bool:
+    status = store.read_status(run_path)
+    return status.state == "cancelled" and status.job_id == job_id
 
 
 STUCK = object()  # a stat that did not return: the file system hangs
