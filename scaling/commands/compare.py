@@ -9,8 +9,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from analysis.bootstrap import DEFAULT_N_BOOT
 from scaling import paths
+from scaling.commands.fit import add_bootstrap_arguments
 from scaling.errors import UserError
 from scaling.flops import CONVENTIONS
 
@@ -28,14 +28,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--flops", choices=CONVENTIONS, help="FLOPs convention of the compute axis (default: the tables')"
     )
-    parser.add_argument(
-        "--bootstrap",
-        type=int,
-        default=DEFAULT_N_BOOT,
-        metavar="N",
-        help=f"bootstrap resamples (default {DEFAULT_N_BOOT})",
-    )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
+    add_bootstrap_arguments(parser)
     parser.add_argument(
         "--out",
         type=Path,
@@ -50,8 +43,6 @@ def run(args: argparse.Namespace) -> int:
 
     if args.sweep is not None and args.runs is not None:
         raise UserError("give either SWEEP or --runs FILE as the default source, not both")
-    if args.bootstrap < 0:
-        raise UserError(f"--bootstrap {args.bootstrap}: give a count >= 0")
     default = str(args.runs) if args.runs is not None else args.sweep
     baseline = parse_side(args.baseline, default)
     if args.candidate:

@@ -39,14 +39,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="compute axis: each run's achieved FLOPs (column flops_<convention>) or its planned "
         "budget_flops (default achieved; budget when the table has no FLOPs columns)",
     )
-    parser.add_argument(
-        "--bootstrap",
-        type=int,
-        default=DEFAULT_N_BOOT,
-        metavar="N",
-        help=f"bootstrap resamples (default {DEFAULT_N_BOOT}; 0 for point estimates only)",
-    )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
+    add_bootstrap_arguments(parser)
     parser.add_argument(
         "--candidate", help=f"arm whose compute efficiency is measured (default {DEFAULT_CANDIDATE})"
     )
@@ -87,6 +80,19 @@ def run(args: argparse.Namespace) -> int:
         )
     )
     return 0
+
+
+def add_bootstrap_arguments(parser: argparse.ArgumentParser) -> None:
+    """--bootstrap N and --seed: shared by every command that draws bootstrap intervals (the
+    requests check N >= 0)."""
+    parser.add_argument(
+        "--bootstrap",
+        type=int,
+        default=DEFAULT_N_BOOT,
+        metavar="N",
+        help=f"bootstrap resamples for the intervals (default {DEFAULT_N_BOOT}; 0 for point estimates only)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
 
 
 def parse_arms(text: str | None) -> tuple[str, ...] | None:

@@ -9,16 +9,19 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from analysis.bootstrap import DEFAULT_N_BOOT
 from scaling import atomic
-from scaling.commands.fit import parse_arms
-from scaling.errors import UserError
+from scaling.commands.fit import add_bootstrap_arguments, parse_arms
 from scaling.flops import CONVENTIONS
+
+if TYPE_CHECKING:
+    from scaling.config import SweepConfig
+    from scaling.workflows.fit import FitRequest
 
 
 def add_source_arguments(parser: argparse.ArgumentParser) -> None:
-    """SWEEP or --runs FILE, and the fit's options: shared by predict, backtest and compare."""
+    """SWEEP or --runs FILE, the fit's options and the output's: shared by predict and backtest."""
     parser.add_argument(
         "sweep", nargs="?", help="sweep name: reads results/<sweep>/runs.parquet and its config"
     )
@@ -26,15 +29,35 @@ def add_source_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--flops", choices=CONVENTIONS, help="FLOPs convention of the compute axis (default: the sweep's)"
     )
-    parser.add_argument(
-        "--bootstrap",
-        type=int,
-        default=DEFAULT_N_BOOT,
-        metavar="N",
-        help=f"bootstrap resamples for the intervals (default {DEFAULT_N_BOOT})",
-    )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
+    add_bootstrap_arguments(parser)
     parser.add_argument("--arms", help="comma-separated arms (default: every arm in the table)")
+    parser.add_argument("--format", choices=("table", "json"), default="table")
+    parser.add_argument("--out", type=Path, help="also write the rows as JSON to this file")
+
+
+def source_request(
+    args: argparse.Namespace, command: str
+) -> tuple[FitRequest, SweepConfig | None, list[str]]:
+    """The fit request of add_source_arguments' options, the sweep's config (None for --runs) and
+    notes about the source."""
+    from scaling.workflows.fit import FitRequest, sweep_source
+
+    runs, cfg, notes = sweep_source(args.sweep, args.runs, command)
+    request = FitRequest(
+        runs=runs, flops=args.flops, n_boot=args.bootstrap, seed=args.seed, arms=parse_arms(args.arms)
+    )
+    return request, cfg, notes
+
+
+def report(args: argparse.Namespace, command: str, rows: list[dict], text: str, warnings: list[str]) -> None:
+    """Warnings on stderr; the rows as a table or JSON (--format), and as JSON into --out."""
+    for w in warnings:
+        print(f"scaling {command}: warning: {w}", file=sys.stderr)
+    as_json = json.dumps(rows, indent=1)
+    print(as_json if args.format == "json" else text)
+    if args.out:
+        atomic.write_text(args.out, as_json + "\n")
+        print(f"wrote {args.out}", file=sys.stderr)
 
 
 def budget(text: str) -> float:
@@ -58,31 +81,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--mfu", type=float, help="assumed model FLOPs utilization (default: the cluster's, else 0.35)"
     )
-    parser.add_argument("--format", choices=("table", "json"), default="table")
-    parser.add_argument("--out", type=Path, help="also write the predictions as JSON to this file")
 
 
 def run(args: argparse.Namespace) -> int:
-    from scaling.workflows.fit import FitRequest, ProgressLine, sweep_source
+    from scaling.workflows.fit import ProgressLine
     from scaling.workflows.predict import PredictRequest, predict_budgets
 
-    runs, cfg, notes = sweep_source(args.sweep, args.runs, "predict")
-    if args.bootstrap < 0:
-        raise UserError(f"--bootstrap {args.bootstrap}: give a count >= 0")
-    request = PredictRequest(
-        FitRequest(
-            runs=runs, flops=args.flops, n_boot=args.bootstrap, seed=args.seed, arms=parse_arms(args.arms)
-        ),
-        budgets=tuple(args.budget),
-        gpu=args.gpu,
-        mfu=args.mfu,
-    )
+    fit, cfg, notes = source_request(args, "predict")
+    request = PredictRequest(fit, budgets=tuple(args.budget), gpu=args.gpu, mfu=args.mfu)
     result = predict_budgets(request, cfg, ProgressLine("bootstrap") if args.bootstrap else None)
-    for w in notes + result.warnings:
-        print(f"scaling predict: warning: {w}", file=sys.stderr)
-    text = json.dumps(result.rows, indent=1)
-    print(text if args.format == "json" else result.text)
-    if args.out:
-        atomic.write_text(args.out, text + "\n")
-        print(f"wrote {args.out}", file=sys.stderr)
+    report(args, "predict", result.rows, result.text, notes + result.warnings)
     return 0

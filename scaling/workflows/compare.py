@@ -25,6 +25,7 @@ from analysis.report import text_table
 from analysis.table import load_runs
 from scaling import atomic, paths
 from scaling.errors import UserError
+from scaling.workflows.fit import check_bootstrap
 
 CURVE_ROWS = 7  # loss levels printed per pair
 
@@ -57,6 +58,9 @@ class CompareRequest:
     flops: str | None = None
     x: str = "achieved"
     out: Path | None = None  # compare.json and the figure; None: not written
+
+    def __post_init__(self) -> None:
+        check_bootstrap(self.n_boot)
 
 
 @dataclass

@@ -37,6 +37,11 @@ from scaling.tables import duration
 CACHE_FILE = ".fit-cache.json"  # what the last fit read and printed: a rerun on the same inputs reuses it
 
 
+def check_bootstrap(n_boot: int) -> None:
+    if n_boot < 0:
+        raise UserError(f"--bootstrap {n_boot}: give a count >= 0")
+
+
 @dataclass(frozen=True)
 class FitRequest:
     runs: Path
@@ -51,8 +56,7 @@ class FitRequest:
     force: bool = False
 
     def __post_init__(self) -> None:
-        if self.n_boot < 0:
-            raise UserError(f"--bootstrap {self.n_boot}: give a count >= 0")
+        check_bootstrap(self.n_boot)
         pair = {a for a in (self.candidate, self.baseline) if a is not None}
         if self.arms is not None:
             outside = sorted(pair - set(self.arms))
