@@ -83,17 +83,24 @@ def _huber(r: np.ndarray, delta: float) -> np.ndarray:
     return h * (r - 0.5 * h)
 
 
-def objective(
-    theta: np.ndarray, ln_n: np.ndarray, ln_d: np.ndarray, ln_l: np.ndarray, delta: float = HUBER_DELTA
-) -> tuple[float, np.ndarray]:
-    """Mean Huber / delta of ln L_hat - ln L and its gradient in theta (a hot loop: plain numpy)."""
-    e, a, b, alpha, beta = theta
+def _terms(params, ln_n: np.ndarray, ln_d: np.ndarray, ln_l: np.ndarray):
+    """The law's three terms scaled by their largest (x_e, x_n, x_d), their sum s, and the
+    residual r = ln L_hat - ln L, by a stable log-sum-exp; `params` (E, a, b, alpha, beta)
+    broadcast over runs."""
+    e, a, b, alpha, beta = params
     t_n = a - alpha * ln_n
     t_d = b - beta * ln_d
     m = np.maximum(np.maximum(t_n, t_d), e)
     x_e, x_n, x_d = np.exp(e - m), np.exp(t_n - m), np.exp(t_d - m)
     s = x_e + x_n + x_d
-    r = m + np.log(s) - ln_l
+    return x_e, x_n, x_d, s, m + np.log(s) - ln_l
+
+
+def objective(
+    theta: np.ndarray, ln_n: np.ndarray, ln_d: np.ndarray, ln_l: np.ndarray, delta: float = HUBER_DELTA
+) -> tuple[float, np.ndarray]:
+    """Mean Huber / delta of ln L_hat - ln L and its gradient in theta (a hot loop: plain numpy)."""
+    x_e, x_n, x_d, s, r = _terms(theta, ln_n, ln_d, ln_l)
     h = np.clip(r, -delta, delta)
     hs = h / s  # huber'(r) times d lse / d term, without the term's own factor
     hn, hd = hs * x_n, hs * x_d
@@ -186,13 +193,7 @@ def batch_objective(
 ):
     """`objective` of many weighted problems: theta (..., 5), weights (..., runs) -> values (...)
     and, with `grad`, gradients (..., 5). Weight k counts a run k times."""
-    e, a, b, alpha, beta = (theta[..., i, None] for i in range(5))
-    t_n = a - alpha * ln_n
-    t_d = b - beta * ln_d
-    m = np.maximum(np.maximum(t_n, t_d), e)
-    x_e, x_n, x_d = np.exp(e - m), np.exp(t_n - m), np.exp(t_d - m)
-    s = x_e + x_n + x_d
-    r = m + np.log(s) - ln_l
+    x_e, x_n, x_d, s, r = _terms([theta[..., i, None] for i in range(5)], ln_n, ln_d, ln_l)
     h = np.clip(r, -delta, delta)
     scale = 1.0 / (weights.sum(-1) * delta)
     value = (weights * h * (r - 0.5 * h)).sum(-1) * scale
