@@ -759,26 +759,29 @@ def _parse_override(line: str):
 def _key_element(o) -> str:
     """The override's key with its prefix; `++` for a new key of an open mapping (lr_by_arm, arm_sizes)."""
     key = o.get_key_element()
-    if o.type.name == "CHANGE" and _opens_mapping(o.key_or_group):
-        return f"++{key}"
-    return key
+    return f"++{key}" if _opens_mapping(o) else key
 
 
 def _line(o) -> str:
-    if o.type.name == "CHANGE" and _opens_mapping(o.key_or_group):
-        return f"++{o.input_line}"
-    return o.input_line
+    return f"++{o.input_line}" if _opens_mapping(o) else o.input_line
 
 
-def _opens_mapping(key: str) -> bool:
-    """Whether `key` names an entry of a mapping field (train.lr_by_arm.duo, arm_sizes.duo), which
-    Hydra would refuse to add without `+` (the root is in struct mode)."""
+def _opens_mapping(o) -> bool:
+    """Whether the override sets an entry of a mapping field (train.lr_by_arm.duo, arm_sizes.duo,
+    cluster.sbatch.hold) or a whole mapping of the cluster (cluster.sbatch={hold: true}), which
+    Hydra would refuse without `++` (the root is in struct mode)."""
+    if o.type.name != "CHANGE":
+        return False
+    parts = o.key_or_group.split(".")
+    if parts[0] == "cluster":  # its fields are the executor's, checked by its config class
+        if len(parts) == 2:
+            return not o.is_sweep_override() and isinstance(o.value(), dict)
+        return len(parts) >= 3 and not parts[2].isdigit()
     hint: Any = SweepConfig
-    parts = key.split(".")
     for i, part in enumerate(parts):
         base, _ = _unwrap(hint)
         if is_dataclass(base):
-            if part not in _hints(base) or part == "cluster":
+            if part not in _hints(base):
                 return False
             hint = _hints(base)[part]
         elif get_origin(base) is dict:

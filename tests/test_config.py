@@ -61,6 +61,20 @@ def test_a_new_entry_of_an_open_mapping_needs_no_plus():
     assert duo == {"d8-l1", "d12-l1", "d16-l1"}
 
 
+def test_the_clusters_open_mappings_take_new_entries_without_plus():
+    """`cluster.sbatch` (any sbatch option) is a mapping of the executor's config: a new option is set
+    either way, and an unknown cluster key is the executor's one-line error, naming the known ones."""
+    from scaling.executors import executor_for
+
+    for override in ("cluster.sbatch.hold=true", "cluster.sbatch={hold: true}"):
+        cfg = load_sweep("tiny", ["cluster=slurm", override])
+        assert cfg.cluster["sbatch"] == {"hold": True}, override
+        assert executor_for(cfg.cluster).config.sbatch == {"hold": True}
+    typo = load_sweep("tiny", ["cluster=slurm", "cluster.sbatchh.hold=true"])
+    with pytest.raises(UserError, match=r"unknown field\(s\) sbatchh \(known: .*sbatch"):
+        executor_for(typo.cluster)
+
+
 def test_sizes_are_records_and_one_budget_is_overridden_by_index():
     paper = load_sweep("paper")
     assert paper.sizes[1] == SizeList(1e19, ["19M", "48M", "85M", "170M", "206M", "336M", "666M", "944M"])
