@@ -15,7 +15,7 @@ import json
 import os
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -44,6 +44,7 @@ HEARTBEAT_FILE = "heartbeat"  # touched by a training trainer every few seconds;
 EXIT_OK = 0
 EXIT_USER_ERROR = 2
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: run the same command again to resume
+JOB_ID_ENV = "SCALING_JOB_ID"  # set by an executor for the trainer it starts: the job the run belongs to
 
 
 class MalformedFile(ValueError):
@@ -87,14 +88,23 @@ def read_status(run_dir: str | Path) -> RunStatus:
         return RunStatus()
 
 
-def write_status(run_dir: str | Path, state: str, *, if_job: str | None = None, **fields) -> RunStatus:
+def write_status(
+    run_dir: str | Path,
+    state: str,
+    *,
+    if_job: str | None = None,
+    if_state: Collection[str] | None = None,
+    **fields,
+) -> RunStatus:
     """Sets the state and merges `fields` (job_id, requeues, reason, stalls) into status.json;
     `failed_on=NODE` adds the node to failed_nodes.
 
     Fields not given keep their value, except `reason`, which is cleared on every write that
     does not give one (a reason describes the current state only). With `if_job`, nothing is
     written unless the run still belongs to that job: a job that outlived a resubmission of its
-    run must not overwrite the new job's state.
+    run must not overwrite the new job's state. With `if_state`, nothing is written unless the
+    run is still in one of those states: a writer that read the state a while ago (a poll of the
+    queue) must not overwrite what another process wrote since (`scaling cancel`).
     """
     if state not in STATES:
         raise ValueError(f"unknown run state {state!r}")
@@ -106,7 +116,22 @@ def write_status(run_dir: str | Path, state: str, *, if_job: str | None = None, 
         current = read_status(run_dir)
         if if_job is not None and current.job_id not in (None, if_job):
             return current
+        if if_state is not None and current.state not in if_state:
+            return current
         return _write(run_dir, current, state, fields)
+
+
+def mark_running(run_dir: str | Path, job_id: str | None, **fields) -> bool:
+    """`running` under `job_id` (None: a trainer started by hand), unless `scaling cancel` has
+    cancelled the run in that very job: a cancel can land between a job's start and its
+    trainer's, and the job's SIGTERM is then on its way. False when nothing was written."""
+    run_dir = Path(run_dir)
+    with _locked(run_dir):
+        current = read_status(run_dir)
+        if job_id is not None and current.state == "cancelled" and current.job_id == job_id:
+            return False
+        _write(run_dir, current, "running", ({"job_id": job_id} if job_id else {}) | fields)
+        return True
 
 
 def mark_submitted(run_dir: str | Path, job_id: str) -> RunStatus:

@@ -222,7 +222,8 @@ def task(tmp_path, monkeypatch):
     scripts: dict[str, str] = {}
     started: list[tuple[str, str]] = []
 
-    def launch(run_dir: Path, log_path: Path, header: str, env: dict) -> subprocess.Popen:
+    def launch(run_dir: Path, log_path: Path, header: str, env: dict, job_id: str) -> subprocess.Popen:
+        assert job_id == "slurm:7_0"  # the trainer is told its job
         started.append((run_dir.name, env["SCALING_THREADS"]))
         return subprocess.Popen([sys.executable, "-c", scripts[run_dir.name]])
 

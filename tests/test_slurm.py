@@ -511,3 +511,67 @@ def test_a_refused_array_leaves_the_accepted_ones_recorded(slurm_cluster, env, s
     assert list(recorded) == [small.run_key]
     assert store.read_status(small.run_dir).job_id == recorded[small.run_key]
     assert store.read_status(big.run_dir).job_id is None
+
+
+@pytest.mark.slurm
+def test_jobs_a_killed_sweep_did_not_record_are_adopted_not_submitted_again(
+    slurm_cluster, env, capsys, monkeypatch, submitted
+):
+    """A sweep killed between sbatch's answer and its record (here: the record is lost) leaves live
+    jobs no run folder names; the next sweep asks the queue and adopts them instead of training
+    every run twice. The jobs are held so that none starts and records itself."""
+    from scaling.config import load_sweep
+    from scaling.workflows.prepare import prepare_for_sweep
+
+    prepare_for_sweep(load_sweep("t", []), say=lambda _: None)  # here, not as a (held) SLURM job
+    held = ["sweep", "t", "cluster=slurm", ONE_CPU, "cluster.sbatch={hold:true}", "--no-wait"]
+    lost: dict[str, str] = {}
+    with monkeypatch.context() as m:
+        m.setattr(store, "mark_submitted", lambda run_dir, job_id: lost.update({Path(run_dir).name: job_id}))
+        assert main(held) == 0
+    submitted.extend(lost.values())
+    results = env / "results"
+    assert len(lost) == 4 and {s["state"] for s in statuses(results).values()} == {"planned"}
+    submissions = set((results / "t" / "submitit").iterdir())
+    capsys.readouterr()
+
+    assert main(held) == 0
+    out = capsys.readouterr().out
+    assert "adopted 4 run(s)" in out and "4 queued or running, 0 to submit" in out, out
+    assert set((results / "t" / "submitit").iterdir()) == submissions  # no second sbatch
+    assert {k: (s["state"], s["job_id"]) for k, s in statuses(results).items()} == {
+        k: ("queued", j) for k, j in lost.items()
+    }
+    assert main(held) == 0  # recorded now: the folders answer, nothing is adopted twice
+    out = capsys.readouterr().out
+    assert "adopted" not in out and "4 queued or running, 0 to submit" in out, out
+
+    # a live job the folder names as the one its run failed in is not adopted: the run goes anew
+    failed = runs_of(results)[0]
+    store.write_status(failed, "failed", reason="boom")
+    assert main(held) == 0
+    out = capsys.readouterr().out
+    assert "adopted" not in out and "3 queued or running, 1 to submit" in out, out
+    submitted.append(store.read_status(failed).job_id)
+    assert store.read_status(failed).job_id != lost[failed.name]
+
+
+@pytest.mark.slurm
+def test_adopt_names_the_runs_of_live_tasks_only(slurm_cluster, env, submitted):
+    """The executor's side: the runs asked about whose tasks wait or run, none of a cancelled task."""
+    sweep_dir = env / "results" / "t"
+    spec = long_spec(steps=2000)
+    runs = [Run(sweep_dir / "runs" / f"r{i}", replace(spec, seed=i), 10**6) for i in range(2)]
+    store.init_layout(sweep_dir)
+    for run in runs:
+        store.ensure_run(run.run_dir, run.spec)
+    ids: dict[str, str] = {}
+    slurm_executor(sbatch={"hold": True}).submit(sweep_dir, runs, ids.update)
+    submitted.extend(ids.values())
+    assert slurm_executor().adopt(sweep_dir, runs) == ids
+    assert slurm_executor().adopt(sweep_dir, runs[1:]) == {runs[1].run_key: ids[runs[1].run_key]}
+    subprocess.run(["scancel", native(ids[runs[0].run_key])], check=True, timeout=60)
+    deadline = time.monotonic() + 60
+    while slurm_executor().adopt(sweep_dir, runs) != {runs[1].run_key: ids[runs[1].run_key]}:
+        assert time.monotonic() < deadline, "a cancelled task is still adopted"
+        time.sleep(0.5)

@@ -248,3 +248,23 @@ def test_a_stale_job_cannot_overwrite_a_resubmitted_run(tmp_path):
     assert (s.state, s.job_id) == ("queued", "local:h:2")
     s = store.write_status(tmp_path, "failed", if_job="local:h:2", reason="boom")
     assert (s.state, s.job_id, s.reason) == ("failed", "local:h:2", "boom")
+
+
+def test_a_cancel_is_not_overwritten_by_the_job_it_cancelled(tmp_path):
+    store.mark_submitted(tmp_path, "9_0")
+    store.write_status(tmp_path, "cancelled", reason="cancelled by `scaling cancel`")
+    assert not store.mark_running(tmp_path, "9_0")  # the job starts after the cancel
+    assert store.read_status(tmp_path).reason == "cancelled by `scaling cancel`"
+    assert store.mark_running(tmp_path, None)  # a trainer started by hand may train it
+    assert store.mark_running(tmp_path, "9_1", requeues=2)  # and so may a resubmission
+    s = store.read_status(tmp_path)
+    assert (s.state, s.job_id, s.requeues) == ("running", "9_1", 2)
+
+
+def test_a_stale_poll_does_not_overwrite_a_newer_state(tmp_path):
+    store.mark_submitted(tmp_path, "9_0")
+    store.write_status(tmp_path, "cancelled", reason="cancelled by `scaling cancel`")
+    s = store.write_status(tmp_path, "running", if_job="9_0", if_state=("queued",))  # read before the cancel
+    assert (s.state, s.reason) == ("cancelled", "cancelled by `scaling cancel`")
+    s = store.write_status(tmp_path, "queued", if_state=("cancelled",))
+    assert s.state == "queued"

@@ -474,7 +474,8 @@ class _Session:
         self.loggers = open_loggers(spec, run_dir, self.start, self.env.is_main)  # jsonl + trackers
         if self.env.is_main:  # from here on the run folder is written, by rank 0
             store.ensure_run(run_dir, spec)
-            store.write_status(run_dir, "running")
+            # a run `scaling cancel` marked meanwhile stays so: the job's SIGTERM is on its way
+            store.mark_running(run_dir, os.environ.get(store.JOB_ID_ENV))
             for name in ("metrics.jsonl", "evals.jsonl"):
                 _truncate_log(run_dir / name, self.start)
         self.beat = Heartbeat(run_dir, self.env.is_main)

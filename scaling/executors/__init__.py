@@ -168,7 +168,11 @@ def _apply(run_dir: Path, status: store.RunStatus, state: str, info: JobInfo, wr
     ):
         return status, state
     if write:
-        return store.write_status(run_dir, new_state, if_job=status.job_id, **fields), new_state
+        # the state may have changed since we read it (`scaling cancel`): then this answer is stale
+        written = store.write_status(
+            run_dir, new_state, if_job=status.job_id, if_state=(status.state,), **fields
+        )
+        return written, written.state
     return replace(status, state=new_state, **fields), new_state
 
 

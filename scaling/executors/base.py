@@ -132,6 +132,12 @@ class Executor(ABC):
         as soon as it did (so a refusal of a later batch loses no accepted job), on no node of
         `exclude`. Writes nothing into the run folders itself."""
 
+    def adopt(self, sweep_dir: Path, runs: list[Run]) -> dict[str, str]:
+        """run_key -> job id of the live jobs the queue holds for these runs, which their folders
+        may not record (a sweep killed between the queue's answer and its record). A backend whose
+        jobs cannot outlive an unrecorded submission holds none."""
+        return {}
+
     def exclusion(self, failures: Counter) -> nodes.Exclusion:
         """Which nodes new jobs avoid, given node -> failures of the sweep's runs (scaling/nodes.py);
         a backend without nodes avoids none."""
@@ -166,10 +172,13 @@ def train_command(run_dir: Path) -> list[str]:
     ]
 
 
-def launch_trainer(run_dir: Path, log_path: Path, header: str, env: dict[str, str]) -> subprocess.Popen:
+def launch_trainer(
+    run_dir: Path, log_path: Path, header: str, env: dict[str, str], job_id: str | None = None
+) -> subprocess.Popen:
     """`scaling train` for the run folder as a child process, its output appended to `log_path`
-    after a `=== <time> <header>` line. The child is tied to this process (on Linux): if this
-    process dies, even by SIGKILL, the trainer gets SIGTERM, checkpoints and exits."""
+    after a `=== <time> <header>` line; `job_id` tells the trainer which job it trains in. The
+    child is tied to this process (on Linux): if this process dies, even by SIGKILL, the trainer
+    gets SIGTERM, checkpoints and exits."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     tie = functools.partial(_die_with_parent, os.getpid()) if sys.platform.startswith("linux") else None
     with open(log_path, "ab") as log:
@@ -180,7 +189,7 @@ def launch_trainer(run_dir: Path, log_path: Path, header: str, env: dict[str, st
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
-            env=env,
+            env=env | ({store.JOB_ID_ENV: job_id} if job_id else {}),
             preexec_fn=tie,
         )
 

@@ -212,7 +212,8 @@ def finish(run_dir: Path, job_id: str, rc: int, stopped: bool) -> None:
             store.write_status(run_dir, result.status, if_job=job_id)
     elif stopped:
         reason = "stopped (SIGTERM); `scaling sweep` resumes it from its checkpoint"
-        store.write_status(run_dir, "cancelled", if_job=job_id, reason=reason)
+        # `scaling cancel` may have said why already
+        store.write_status(run_dir, "cancelled", if_job=job_id, if_state=store.ACTIVE, reason=reason)
     else:
         reason = exit_reason(rc, run_dir / "logs" / "train.log")
         store.write_status(run_dir, "failed", if_job=job_id, reason=reason)
@@ -239,12 +240,13 @@ def run_queue(queue_file: str | Path) -> int:
             if store.read_result(run_dir) is not None:
                 finish(run_dir, job_id, store.EXIT_OK, stopped=False)
                 continue
+            if not store.mark_running(run_dir, job_id):  # `scaling cancel` came first
+                continue
             gpu = free_gpus.pop(0) if gpus else None
             env = thread_env(threads)
             if gpu is not None:
                 env["CUDA_VISIBLE_DEVICES"] = gpu
-            store.write_status(run_dir, "running", job_id=job_id)
-            proc = launch_trainer(run_dir, run_dir / "logs" / "train.log", job_id, env)
+            proc = launch_trainer(run_dir, run_dir / "logs" / "train.log", job_id, env, job_id)
             running[run_dir] = (proc, gpu)
         time.sleep(0.2)
         for run_dir, (proc, gpu) in list(running.items()):

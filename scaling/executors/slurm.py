@@ -32,7 +32,7 @@ from typing import Any
 import submitit
 from submitit.core.utils import UncompletedJobError
 
-from scaling import nodes, packing, store
+from scaling import atomic, nodes, packing, paths, store
 from scaling.errors import UserError
 from scaling.executors.base import (
     Executor,
@@ -54,6 +54,8 @@ GPU_REQUESTS = ("gpus_per_node", "gpus_per_task", "gres")
 PENDING = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "SUSPENDED", "RESV_DEL_HOLD", "STOPPED"}
 RUNNING = {"RUNNING", "COMPLETING", "CONFIGURING", "SIGNALING", "STAGE_OUT", "RESIZING"}
 NODE_FAILURES = {"NODE_FAIL", "BOOT_FAIL"}  # ended states the queue blames on the node
+MANIFEST = "runs.json"  # in each submission folder: the run keys each array task trains
+COMMENT = "scaling:"  # + the submission folder's name: the job's comment, which squeue shows
 
 
 @dataclass(frozen=True)
@@ -201,10 +203,16 @@ class SlurmExecutor(Executor):
         stamp = time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}"
         for i, ((resources, limit, delay), groups) in enumerate(arrays.items()):
             folder = sweep_dir / "submitit" / f"{stamp}-{i}"
+            # written before sbatch, so that the queue can name the runs of a job nobody recorded
+            folder.mkdir(parents=True, exist_ok=True)
+            atomic.write_json(folder / MANIFEST, {"tasks": [list(g.keys) for g in groups]})
             executor = submitit.AutoExecutor(
                 folder=folder, cluster="slurm", slurm_max_num_timeout=self.config.max_num_timeout
             )
-            executor.update_parameters(**self.parameters(resources, sweep_dir.name, limit, delay, exclude))
+            executor.update_parameters(
+                **self.parameters(resources, sweep_dir.name, limit, delay, exclude),
+                slurm_comment=COMMENT + folder.name,
+            )
             c = self.config
             job = TrainJob(delay, 60 * c.stall_timeout_min, c.max_stalls)
             try:
@@ -273,6 +281,32 @@ class SlurmExecutor(Executor):
         out = run_command(["sbatch", "--test-only", *flags, "--wrap=true"])
         return None if out.returncode == 0 else _sbatch_error(out.stderr or out.stdout)
 
+    def adopt(self, sweep_dir: Path, runs: list[Run]) -> dict[str, str]:
+        """The queue is the authority on what it runs: each live array task of this sweep's jobs
+        (by job name) names its submission folder in its comment, whose manifest names its runs."""
+        wanted = {r.run_key for r in runs}
+        if not wanted:
+            return {}
+        try:
+            out = run_command(["squeue", "-h", "-r", "--name", sweep_dir.name, "-o", "%F|%K|%k|%T"])
+        except (FileNotFoundError, subprocess.TimeoutExpired) as e:
+            out = subprocess.CompletedProcess([], 1, "", str(e))
+        if out.returncode != 0:
+            raise UserError(
+                f"squeue cannot say which jobs already train runs of {sweep_dir.name} "
+                f"({out.stderr.strip() or out.returncode}); run the sweep again once the controller answers"
+            )
+        adopted: dict[str, str] = {}
+        for line in out.stdout.splitlines():
+            array_id, task, comment, state = (line.split("|") + ["", "", "", ""])[:4]
+            if not (comment.startswith(COMMENT) and task.isdigit() and state in PENDING | RUNNING):
+                continue
+            tasks = _manifest(sweep_dir / "submitit", comment.removeprefix(COMMENT))
+            for key in tasks[int(task)] if int(task) < len(tasks) else []:
+                if key in wanted:
+                    adopted[key] = self.job_id(f"{array_id}_{task}")
+        return adopted
+
     def exclusion(self, failures: Counter) -> nodes.Exclusion:
         return nodes.exclusion(failures, self.nodes() if failures else [], self.config.exclude_after)
 
@@ -308,6 +342,18 @@ def _sbatch_error(text: str) -> str:
 
 
 # --- the queue --------------------------------------------------------------------------------
+
+
+def _manifest(submissions: Path, name: str) -> list[list[str]]:
+    """The run keys of each task of a submission folder's array; none for a folder of another
+    sweep, of an older version, or damaged."""
+    if not paths.SAFE_NAME.fullmatch(name) or ".." in name:
+        return []
+    try:
+        tasks = (store.load_json(submissions / name / MANIFEST) or {}).get("tasks", [])
+    except store.MalformedFile:
+        return []
+    return [t for t in tasks if isinstance(t, list)] if isinstance(tasks, list) else []
 
 
 def _base(job_id: str) -> str:
@@ -472,15 +518,19 @@ class TrainJob(submitit.helpers.Checkpointable):
         threads = max(1, int(os.environ.get("SLURM_CPUS_PER_TASK", 1) or 1) // len(run_dirs))
         for run_dir in run_dirs:
             run_path = Path(run_dir)
+            if self._terminated:  # SIGTERM while starting: the trainers started so far checkpoint
+                break
             if not _unfinished(run_path, job_id):  # it ended before this requeue of its task
                 continue
-            if _cancelled(run_path, job_id):  # `scaling cancel` came while this task was starting
-                continue
+            # `scaling cancel` may come while this task starts; rank 0 decides under the run's lock
             if rank0:
-                store.write_status(run_path, "running", job_id=job_id, requeues=restarts)
+                if not store.mark_running(run_path, job_id, requeues=restarts):
+                    continue
+            elif _cancelled(run_path, job_id):
+                continue
             log_path = run_path / "logs" / ("train.log" if rank0 else f"train.rank{env.global_rank}.log")
             header = f"job {job_id} restart {restarts} on {node_name()}"
-            child = launch_trainer(run_path, log_path, header, thread_env(threads))
+            child = launch_trainer(run_path, log_path, header, thread_env(threads), job_id)
             self._trainers.append(_Trainer(run_path, log_path, child))
             if rank0 and self.stall_s > 0:
                 threading.Thread(target=self._watch, args=(run_path, child), daemon=True).start()

@@ -97,9 +97,17 @@ def run_sweep(
         if note:
             say(note)
         todo = [r for r in runs if state.get(r.run_dir, "planned") not in store.ENDED | store.ACTIVE]
+        # live jobs no folder records (a sweep killed while submitting): the queue's word wins
+        recorded = {v.run_key: v.status.job_id for v in views}
+        adopted = {
+            key: job_id
+            for key, job_id in ({} if dry_run else executor.adopt(sweep_dir, todo)).items()
+            if recorded.get(key) != job_id  # a job a folder names already trained that run
+        }
+        todo = [r for r in todo if r.run_key not in adopted]
         resources = {r.run_key: executor.resources(r) for r in todo}  # a run nothing fits fails here
         ended = sum(state.get(r.run_dir) in store.ENDED for r in runs)
-        active = sum(state.get(r.run_dir) in store.ACTIVE for r in runs)
+        active = sum(state.get(r.run_dir) in store.ACTIVE for r in runs) + len(adopted)
         resuming = sum(store.has_checkpoint(r.run_dir) for r in todo)
         resume_note = f", {resuming} of them resuming from a checkpoint" if resuming else ""
         say(
@@ -144,7 +152,7 @@ def run_sweep(
             store.ensure_run(r.run_dir, r.spec)
             if not (r.run_dir / store.STATUS_FILE).exists():
                 store.write_status(r.run_dir, "planned")
-        folders = {r.run_key: r.run_dir for r in todo}
+        folders = {r.run_key: r.run_dir for r in runs}
 
         def record(job_ids: dict[str, str]) -> None:
             """Each batch of jobs is recorded as soon as the queue accepted it (a later refusal
@@ -153,9 +161,16 @@ def run_sweep(
                 store.mark_submitted(folders[key], job_id)
             outcome.submitted.update(job_ids)
 
+        if adopted:
+            say(
+                f"adopted {len(adopted)} run(s) the queue already holds but no folder recorded: "
+                f"job(s) {_job_summary(sorted(set(adopted.values())))}"
+            )
+            record(adopted)
         executor.submit(sweep_dir, todo, record, exclusion.excluded)
     if todo:
-        say(f"submitted {len(todo)} run(s): job(s) {_job_summary(sorted(set(outcome.submitted.values())))}")
+        jobs = sorted({outcome.submitted[r.run_key] for r in todo})
+        say(f"submitted {len(todo)} run(s): job(s) {_job_summary(jobs)}")
     if not wait:
         outcome.result = "submitted"
         say(
