@@ -6,7 +6,9 @@ and sharding by (docs/methods.md, "Memory per GPU").
 - States: fp32 weights, fp32 gradients and AdamW's two fp32 moments, 16 bytes per parameter, all of
   it on every GPU under DDP and 1/world of it under full sharding (FSDP); under bf16 autocast a
   bf16 copy of the weights (2 bytes per parameter) lives from the forward to the backward (FSDP:
-  the gathered copy of the layers in flight, about two layers').
+  the gathered copy of the blocks in flight, two blocks'). FSDP2 does not reshard its root unit
+  (embedding, time MLP, final layer and head, in fp32) after the forward, and reduces its
+  gradient only when the whole backward is done: 8 bytes per root parameter on every GPU.
 - Activations: what autograd keeps for the backward of one micro-batch, in bytes per token,
   measured with saved-tensor hooks on these DiT blocks (tests/test_memory.py measures them again):
   per block ACT_PER_LAYER[precision] x d (+ 4 bytes per head for attention's log-sum-exp), plus
@@ -25,12 +27,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from scaling.arms import arm_info
-from scaling.flops import ModelShape, params_total
+from scaling.flops import ModelShape, block_params, params_total
 from scaling.spec import SHARDINGS
 
 GB = 1e9
 STATE_BYTES_PER_PARAM = 16  # fp32 weight + fp32 gradient + AdamW exp_avg + exp_avg_sq
 BF16_COPY_BYTES_PER_PARAM = 2
+FSDP_ROOT_BYTES_PER_PARAM = 8  # the root unit's gathered fp32 weight and unsharded fp32 gradient
 ACT_PER_LAYER = {"fp32": 88.5, "bf16": 52.5}  # x d bytes per token per block (saved-tensor hooks)
 ACT_OUTSIDE = {"fp32": 16.0, "bf16": 14.0}  # x d bytes per token outside the blocks
 LOSS_PER_VOCAB = {  # bytes per token per vocabulary id of the loss chunk kept for the backward
@@ -92,11 +95,12 @@ def estimate(
     if sharding not in SHARDINGS:
         raise ValueError(f"unknown sharding {sharding!r}")
     P = params_total(shape)
-    shard = world if sharding == "fsdp" else 1
-    states = STATE_BYTES_PER_PARAM * P / shard
+    fsdp = sharding == "fsdp"
+    states = STATE_BYTES_PER_PARAM * P / (world if fsdp else 1)
+    if fsdp:
+        states += FSDP_ROOT_BYTES_PER_PARAM * (P - shape.n_layers * block_params(shape.d_model))
     if precision == "bf16":
-        per_layer = P / max(1, shape.n_layers)
-        states += BF16_COPY_BYTES_PER_PARAM * (2 * per_layer if sharding == "fsdp" else P)
+        states += BF16_COPY_BYTES_PER_PARAM * (2 * block_params(shape.d_model) if fsdp else P)
     tokens = micro * shape.seq_len
     chunk = min(tokens, CHUNK_TOKENS)
     transients = 3 * 4 * chunk * shape.vocab + 4 * tokens * 4 * shape.d_model  # logits; an MLP grad

@@ -180,3 +180,33 @@ def test_a_ddp_checkpoint_loads_into_a_sharded_model_and_optimizer(runs):
         assert float(mine["step"]) == float(theirs["step"]) == 4
     for name, value in saved["model"].items():
         torch.testing.assert_close(weights[name], value, msg=name)
+
+
+def test_the_root_unit_stays_gathered_from_forward_to_backward():
+    """What scaling/memory.py counts for FSDP: after the forward the blocks hold only their shards,
+    the root unit (embedding, time MLP, final layer, head) its gathered weights until the backward."""
+    from torch.distributed.tensor import DTensor
+
+    from trainer import sharding
+    from trainer.distributed import DistEnv
+    from trainer.model import DiT
+
+    def sharded_by_unit(model) -> dict[str, bool]:
+        units: dict[str, set[bool]] = {}
+        for name, p in model.named_parameters():
+            units.setdefault(name.split(".")[0], set()).add(isinstance(p, DTensor))
+        return {unit: all(kinds) for unit, kinds in units.items()}
+
+    model = DiT(ModelShape("d16-l2", 16, 2, 2, 258, 32))
+    dist = torch.distributed
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        sharding.wrap(model, "fsdp", DistEnv(0, 2, 0), torch.device("cpu"), torch.float32)
+        out = model(torch.randint(0, 258, (2, 32)), torch.rand(2))
+        after_forward = sharded_by_unit(model)
+        out.float().sum().backward()
+        after_backward = sharded_by_unit(model)
+    finally:
+        dist.destroy_process_group()
+    assert after_forward.pop("blocks") and not any(after_forward.values()), after_forward
+    assert all(after_backward.values()), after_backward
