@@ -12,6 +12,7 @@ import time
 from collections import Counter
 
 import pytest
+from test_slurm import slurm_cluster  # noqa: F401 (a fixture)
 
 from scaling import nodes, store
 from scaling.executors import parse_cluster
@@ -129,3 +130,46 @@ def test_a_job_the_queue_ends_with_node_fail_records_its_node(tmp_path, monkeypa
     _, state = _apply(tmp_path, store.read_status(tmp_path), "running", infos["77_0"], write=True)
     status = store.read_status(tmp_path)
     assert (state, status.failed_nodes, status.reason) == ("failed", ["n7"], "NODE_FAIL")
+
+
+def test_a_multi_node_job_blames_the_node_sinfo_reports_down(monkeypatch):
+    """squeue names all of a NODE_FAIL job's nodes; the one now down (or not responding) is blamed,
+    and when every node is healthy again none is."""
+    from scaling.executors import slurm as slurm_executor
+
+    answers = {
+        "scontrol": "n1\nn2\nn3\n",
+        "sinfo": "n1|allocated\nn2|down*\nn3|allocated\n",
+    }
+    asked: list[list[str]] = []
+
+    def run(argv, **kw):
+        asked.append(argv)
+        return subprocess.CompletedProcess(argv, 0, answers[argv[0]], "")
+
+    monkeypatch.setattr(slurm_executor, "run_command", run)
+    assert slurm_executor._info("NODE_FAIL", "None", 0, node="n[1-3]").node == "n2"
+    assert asked[0] == ["scontrol", "show", "hostnames", "n[1-3]"]
+    assert asked[1][asked[1].index("-n") + 1] == "n1,n2,n3"
+    answers["sinfo"] = "n1|idle\nn2|drained\nn3|idle\n"
+    assert slurm_executor._info("NODE_FAIL", "None", 0, node="n[1-3]").node == "n2"
+    answers["sinfo"] = "n1|idle\nn2|idle*\nn3|idle\n"
+    assert slurm_executor._info("BOOT_FAIL", "None", 0, node="n1,n2,n3").node == "n2"
+    answers["sinfo"] = "n1|idle\nn2|idle\nn3|mixed\n"
+    assert slurm_executor._info("NODE_FAIL", "None", 0, node="n[1-3]").node is None
+    asked.clear()
+    assert slurm_executor._info("NODE_FAIL", "None", 0, node="n7").node == "n7"  # one node: no question
+    assert asked == []
+
+
+@pytest.mark.slurm
+def test_the_real_queue_commands_answer_as_parsed(slurm_cluster):  # noqa: F811
+    """On the localhost cluster: scontrol expands a node list and sinfo gives name|state per node."""
+    from scaling.executors import slurm as slurm_executor
+
+    node = subprocess.run(["sinfo", "-h", "-N", "-o", "%N"], capture_output=True, text=True, timeout=60)
+    name = node.stdout.split()[0]
+    assert slurm_executor._ask(["scontrol", "show", "hostnames", f"{name},{name}"]) == [name, name]
+    (line,) = slurm_executor._ask(["sinfo", "-h", "-N", "-n", name, "-o", "%N|%T"])
+    assert line.split("|")[0] == name and line.split("|")[1]
+    assert slurm_executor._info("NODE_FAIL", "None", 0, node=f"{name},{name}").node is None  # healthy

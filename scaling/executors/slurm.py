@@ -315,11 +315,7 @@ class SlurmExecutor(Executor):
         argv = ["sinfo", "-h", "-N", "-o", "%N"]
         if self.config.partition:
             argv += ["-p", self.config.partition]
-        try:
-            out = run_command(argv)
-        except (FileNotFoundError, subprocess.TimeoutExpired):
-            return []
-        return sorted(set(out.stdout.split())) if out.returncode == 0 else []
+        return sorted(set(_ask(argv)))
 
     @classmethod
     def poll(cls, job_ids: list[str]) -> dict[str, JobInfo]:
@@ -415,10 +411,40 @@ def _info(state: str, reason: str, restarts: int, exit_code: str = "", node: str
         words.append(reason)
     if exit_code and exit_code != "0:0":
         words.append(f"exit code {exit_code}")
-    blamed = node if state in NODE_FAILURES and node and node not in ("None", "(null)") else None
+    blamed = _blamed(node) if state in NODE_FAILURES and node and node not in ("None", "(null)") else None
     return JobInfo(
         "ended", restarts=restarts, reason=", ".join(words), cancelled=state == "CANCELLED", node=blamed
     )
+
+
+UNHEALTHY = ("down", "drain", "fail", "not_responding")  # node states (sinfo %T) after a node failure
+
+
+def _blamed(nodelist: str) -> str | None:
+    """The node a job that ended NODE_FAIL or BOOT_FAIL died on: its only node; of several, the
+    first that sinfo now reports down, drained, failing or not responding (the queue does not say
+    which one died), else none: healthy nodes are not blamed."""
+    hosts = (
+        _ask(["scontrol", "show", "hostnames", nodelist])
+        if "[" in nodelist or "," in nodelist
+        else [nodelist]
+    )
+    if len(hosts) <= 1:
+        return hosts[0] if hosts else None
+    for line in _ask(["sinfo", "-h", "-N", "-n", ",".join(hosts), "-o", "%N|%T"]):
+        name, _, state = line.partition("|")
+        if state.endswith("*") or state.lower().startswith(UNHEALTHY):  # `*`: not responding
+            return name
+    return None
+
+
+def _ask(argv: list[str]) -> list[str]:
+    """The command's output lines; none when it fails (an answer we can do without)."""
+    try:
+        out = run_command(argv)
+    except (FileNotFoundError, subprocess.TimeoutExpired):
+        return []
+    return out.stdout.split() if out.returncode == 0 else []
 
 
 def _sacct(job_ids: list[str]) -> dict[str, JobInfo]:
