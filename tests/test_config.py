@@ -157,7 +157,7 @@ def test_ladder_and_size_rule_can_be_given_on_the_command_line():
         (["cluster=slrum"], "no cluster config 'slrum': choose from local, slurm, slurm-cpu"),
         (
             ["cluster.foo=1"],
-            "cluster.foo: no such key; the cluster section has executor, max_parallel, threads_per_run, poll_s, wait_timeout_h",
+            "cluster.foo: no such key; the cluster section has executor, max_parallel, threads_per_run, poll_s, wait_timeout_h, stall_timeout_min, max_stalls",
         ),
         (["budgets=["], "bad override 'budgets=[': no viable alternative at input '['"),
     ],

@@ -4,6 +4,7 @@ that takes a silent heartbeat for a stuck trainer (the localhost-cluster test is
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -16,7 +17,8 @@ from test_slurm import slurm_cluster  # noqa: F401 (a fixture)
 
 from scaling import nodes, store
 from scaling.executors import parse_cluster
-from scaling.executors.slurm import STUCK, Resources, SlurmExecutor, TrainJob, _mtime
+from scaling.executors.base import STUCK, StallClock, mtime
+from scaling.executors.slurm import Resources, SlurmExecutor, TrainJob
 
 
 def test_a_node_is_excluded_after_the_given_failures_but_never_the_last_one():
@@ -107,9 +109,24 @@ def test_a_stat_that_hangs_counts_as_no_heartbeat(tmp_path, monkeypatch):
         return real_stat(self, *args, **kwargs)
 
     monkeypatch.setattr(type(tmp_path), "stat", hanging)
-    assert _mtime(tmp_path / store.HEARTBEAT_FILE, timeout=0.2) is STUCK
+    assert mtime(tmp_path / store.HEARTBEAT_FILE, timeout=0.2) is STUCK
     gate.set()
-    assert _mtime(tmp_path / "missing", timeout=1) is None
+    assert mtime(tmp_path / "missing", timeout=1) is None
+
+
+def test_the_stall_clock_runs_while_the_heartbeat_does_not_change(tmp_path):
+    beat = tmp_path / store.HEARTBEAT_FILE
+    clock = StallClock(tmp_path, limit_s=0.5)  # no heartbeat yet: the clock runs from now
+    assert clock.stalled_for() is None
+    time.sleep(0.3)
+    beat.touch()  # the first beat
+    time.sleep(0.3)
+    assert clock.stalled_for() is None  # 0.3 s since the beat: below the limit
+    time.sleep(0.6)
+    idle = clock.stalled_for()
+    assert idle is not None and 0.5 <= idle < 2
+    os.utime(beat, ns=(time.time_ns(), time.time_ns() + 10**9))  # a beat again
+    assert clock.stalled_for() is None
 
 
 def test_a_job_the_queue_ends_with_node_fail_records_its_node(tmp_path, monkeypatch):

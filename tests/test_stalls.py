@@ -1,7 +1,8 @@
-"""A hung trainer on the localhost SLURM cluster: frozen (SIGSTOP, as in a hung collective), its
-heartbeat stops, the job's watchdog checkpoints and requeues it, the node goes into status.json,
-the requeued job resumes to the end, and the next submission would exclude the node but for it
-being the last one (the exclusion rule itself: test_nodes.py)."""
+"""A hung trainer, frozen (SIGSTOP, as in a hung collective): its heartbeat stops. On the localhost
+SLURM cluster the job's watchdog checkpoints and requeues it, the node goes into status.json, the
+requeued job resumes to the end, and the next submission would exclude the node but for it being
+the last one (the exclusion rule itself: test_nodes.py). Under the local executor the runner
+kills it and starts it again from its last checkpoint, once per stall up to max_stalls."""
 
 from __future__ import annotations
 
@@ -68,3 +69,44 @@ def test_a_hung_trainer_is_requeued_and_its_node_recorded(slurm_cluster, env, ca
     out = capsys.readouterr().out
     assert "excluded from new jobs" not in out
     assert f"not excluded, the last node(s) left: {node}" in out
+
+
+def trainer_of(run_dir: Path) -> int:
+    """The pid of the `scaling train` process of this run folder."""
+    for proc in Path("/proc").iterdir():
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"scaling.cli" in argv and b"train" in argv and str(run_dir).encode() in argv:
+            return int(proc.name)
+    raise AssertionError(f"no trainer of {run_dir}")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("max_stalls", [1, 0])
+def test_a_hung_local_trainer_is_restarted_from_its_checkpoint(env, capsys, max_stalls):
+    """One stall restarts the run, which resumes and finishes; with max_stalls 0 it fails instead."""
+    argv = ["sweep", "t", *long_run_overrides(800), "cluster.max_parallel=1", "cluster.poll_s=0.5"]
+    argv += ["cluster.stall_timeout_min=0.4", f"cluster.max_stalls={max_stalls}"]  # 24 s without a beat
+    assert main([*argv, "--no-wait"]) == 0
+    (run,) = sorted(p for p in (env / "results" / "t" / "runs").iterdir() if p.is_dir())
+    wait_running(run, 100)
+    frozen = trainer_of(run)
+    os.kill(frozen, signal.SIGSTOP)
+    seen = watch([run], timeout=300)
+
+    status, result = store.read_status(run), store.read_result(run)
+    if max_stalls == 0:
+        assert status.state == "failed" and result is None, (seen, status)
+        assert (
+            status.reason.startswith("stalled: no heartbeat for")
+            and "more than cluster.max_stalls" in status.reason
+        )
+        assert status.stalls == 1
+        return
+    assert result is not None and result.status == "done", (seen, status)  # `requeued` lasts a moment
+    assert status.stalls == 1 and status.failed_nodes == [], status
+    assert "resumed" in (run / "logs" / "train.log").read_text()
+    runner_log = next((env / "results" / "t" / "local").glob("*.log")).read_text()
+    assert f"{run.name}: stalled: no heartbeat for" in runner_log

@@ -20,6 +20,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from abc import ABC, abstractmethod
 from collections import Counter
@@ -192,6 +193,74 @@ def launch_trainer(
             env=env | ({store.JOB_ID_ENV: job_id} if job_id else {}),
             preexec_fn=tie,
         )
+
+
+# --- a trainer whose heartbeat stops: shared by every backend's watchdog -------------------------
+
+
+STUCK = object()  # a stat that did not return: the file system hangs
+
+
+def mtime(path: Path, timeout: float):
+    """The file's mtime (ns), None when it does not exist, STUCK when stat hangs (a dead mount
+    must not hang the watchdog too)."""
+    found: list = []
+
+    def stat() -> None:
+        try:
+            found.append(path.stat().st_mtime_ns)
+        except OSError:
+            found.append(None)
+
+    t = threading.Thread(target=stat, daemon=True)
+    t.start()
+    t.join(timeout)
+    return found[0] if found else STUCK
+
+
+class StallClock:
+    """How long a run's heartbeat file (touched by its trainer every few seconds, also while it
+    compiles or evaluates) has not changed; from the clock's start until the first beat."""
+
+    def __init__(self, run_dir: Path, limit_s: float):
+        self.beat, self.limit_s = run_dir / store.HEARTBEAT_FILE, limit_s
+        self.period_s = min(10.0, limit_s / 4)  # how often a watchdog should look
+        self.seen, self.since = mtime(self.beat, limit_s), time.monotonic()
+
+    def stalled_for(self) -> float | None:
+        """Seconds without a beat once they reach the limit, else None."""
+        now = mtime(self.beat, self.limit_s)
+        if now != self.seen and now is not STUCK:
+            self.seen, self.since = now, time.monotonic()
+        idle = time.monotonic() - self.since
+        return idle if idle >= self.limit_s else None
+
+
+def stall_reason(idle_s: float) -> str:
+    return f"stalled: no heartbeat for {idle_s / 60:.1f} min"
+
+
+def record_stall(
+    run_dir: Path,
+    job_id: str,
+    why: str,
+    max_stalls: int,
+    requeues: int | None = None,
+    node: str | None = None,
+) -> bool:
+    """Counts a stall of the run in job `job_id`: `requeued` with the reason (and `requeues`), or
+    `failed` once it stalled more than `max_stalls` times; `node` joins failed_nodes. True when the
+    run is to train again."""
+    stalls = store.read_status(run_dir).stalls + 1
+    if stalls > max_stalls:
+        why = f"{why} (stall {stalls}, more than cluster.max_stalls)"
+        store.write_status(run_dir, "failed", if_job=job_id, reason=why, stalls=stalls, failed_on=node)
+        return False
+    fields: dict[str, Any] = {"reason": why, "stalls": stalls, "failed_on": node}
+    if requeues is not None:
+        fields["requeues"] = requeues
+    store.write_status(run_dir, "requeued", if_job=job_id, **fields)
+    return True
 
 
 PR_SET_PDEATHSIG = 1

@@ -23,14 +23,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from scaling import atomic, store
+from scaling.errors import UserError
 from scaling.executors.base import (
     Executor,
     JobInfo,
     Record,
     Run,
+    StallClock,
     exit_reason,
     launch_trainer,
+    record_stall,
     run_command,
+    stall_reason,
     thread_env,
 )
 from scaling.host import cpu_count
@@ -50,6 +54,12 @@ class LocalConfig:
     threads_per_run: int = 0  # 0: the cores split evenly between parallel runs
     poll_s: float = 2.0
     wait_timeout_h: float = 168.0
+    stall_timeout_min: float = 30.0  # a trainer whose heartbeat stops this long is restarted; 0: never
+    max_stalls: int = 2  # restarts of one run after stalls; the next stall fails it
+
+    def __post_init__(self) -> None:
+        if self.stall_timeout_min < 0 or self.max_stalls < 0:
+            raise UserError("cluster.stall_timeout_min and cluster.max_stalls must be >= 0 (0: off)")
 
 
 def gpu_ids() -> list[str]:
@@ -117,6 +127,8 @@ class LocalExecutor(Executor):
                 "parallel": s.parallel,
                 "threads": s.threads,
                 "gpus": list(s.gpus),
+                "stall_timeout_min": self.config.stall_timeout_min,
+                "max_stalls": self.config.max_stalls,
             },
         )
         with open(queue.with_suffix(".log"), "ab") as log:
@@ -203,6 +215,29 @@ def _alive(pid: int) -> bool:
 # --- the runner ------------------------------------------------------------------------------
 
 
+def _stalled(t: _Trainer) -> float | None:
+    """Seconds the trainer's heartbeat has not changed, once they reach the limit (looked at every
+    `period_s`, a stat being a file-system round trip)."""
+    if t.clock is None or time.monotonic() < t.next_look:
+        return None
+    t.next_look = time.monotonic() + t.clock.period_s
+    return t.clock.stalled_for()
+
+
+def _halt(procs: list[subprocess.Popen], signum: int, grace_s: float) -> None:
+    """`signum` to each trainer (they checkpoint and exit); SIGKILL to those still alive after
+    `grace_s`."""
+    for proc in procs:
+        proc.send_signal(signum)
+    deadline = time.monotonic() + grace_s
+    for proc in procs:
+        try:
+            proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def finish(run_dir: Path, job_id: str, rc: int, stopped: bool) -> None:
     """Records how a trainer process ended, unless result.json says it or the run was
     resubmitted meanwhile (the new job owns its status)."""
@@ -219,10 +254,19 @@ def finish(run_dir: Path, job_id: str, rc: int, stopped: bool) -> None:
         store.write_status(run_dir, "failed", if_job=job_id, reason=reason)
 
 
+@dataclass
+class _Trainer:
+    proc: subprocess.Popen
+    gpu: str | None
+    clock: StallClock | None  # None: no watchdog (stall_timeout_min 0)
+    next_look: float = 0.0
+
+
 def run_queue(queue_file: str | Path) -> int:
     queue = json.loads(Path(queue_file).read_text())
     pending = [Path(p) for p in queue["runs"]]
     parallel, threads, gpus = int(queue["parallel"]), int(queue["threads"]), list(queue["gpus"])
+    stall_s, max_stalls = 60 * float(queue.get("stall_timeout_min", 0)), int(queue.get("max_stalls", 0))
     job_id = runner_job_id(os.getpid())
     stopping = False
 
@@ -232,7 +276,7 @@ def run_queue(queue_file: str | Path) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    running: dict[Path, tuple[subprocess.Popen, str | None]] = {}
+    running: dict[Path, _Trainer] = {}
     free_gpus = list(gpus)
     while (pending or running) and not stopping:
         while pending and len(running) < parallel and not stopping:
@@ -247,25 +291,30 @@ def run_queue(queue_file: str | Path) -> int:
             if gpu is not None:
                 env["CUDA_VISIBLE_DEVICES"] = gpu
             proc = launch_trainer(run_dir, run_dir / "logs" / "train.log", job_id, env, job_id)
-            running[run_dir] = (proc, gpu)
+            running[run_dir] = _Trainer(proc, gpu, StallClock(run_dir, stall_s) if stall_s > 0 else None)
         time.sleep(0.2)
-        for run_dir, (proc, gpu) in list(running.items()):
-            if proc.poll() is not None:
-                del running[run_dir]
-                if gpu is not None:
-                    free_gpus.append(gpu)
-                finish(run_dir, job_id, proc.returncode, stopped=False)
+        for run_dir, t in list(running.items()):
+            idle = _stalled(t) if t.proc.poll() is None else None
+            if t.proc.poll() is None and idle is None:
+                continue
+            del running[run_dir]
+            if t.gpu is not None:
+                free_gpus.append(t.gpu)
+            if idle is None:
+                finish(run_dir, job_id, t.proc.returncode, stopped=False)
+                continue
+            # a hung trainer: a checkpoint if it still can, then it starts again from the last one
+            why = stall_reason(idle)
+            print(f"{run_dir.name}: {why}; stopping it (SIGUSR2, then SIGKILL)", flush=True)
+            _halt([t.proc], signal.SIGUSR2, min(STOP_GRACE_S, stall_s))
+            if store.read_result(run_dir) is not None:
+                finish(run_dir, job_id, store.EXIT_OK, stopped=False)
+            elif record_stall(run_dir, job_id, why, max_stalls):
+                pending.append(run_dir)
     # stopped: let every trainer checkpoint, then record what did not finish
-    for proc, _ in running.values():
-        proc.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + STOP_GRACE_S
-    for run_dir, (proc, _) in running.items():
-        try:
-            proc.wait(timeout=max(1.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        finish(run_dir, job_id, proc.returncode, stopped=True)
+    _halt([t.proc for t in running.values()], signal.SIGTERM, STOP_GRACE_S)
+    for run_dir, t in running.items():
+        finish(run_dir, job_id, t.proc.returncode, stopped=True)
     for run_dir in pending:
         if store.read_result(run_dir) is None:
             store.write_status(run_dir, "cancelled", if_job=job_id, reason="stopped before it started")

@@ -40,10 +40,13 @@ from scaling.executors.base import (
     QueueUnavailable,
     Record,
     Run,
+    StallClock,
     exit_reason,
     launch_trainer,
+    record_stall,
     require_commands,
     run_command,
+    stall_reason,
     thread_env,
 )
 from scaling.hardware import Hardware, require_peak
@@ -609,17 +612,13 @@ class TrainJob(submitit.helpers.Checkpointable):
 
     def _watch(self, run_path: Path, child: subprocess.Popen) -> None:
         """The watchdog thread of one run: USR2 to this process once its heartbeat stops changing."""
-        beat = run_path / store.HEARTBEAT_FILE
-        seen, since = _mtime(beat, self.stall_s), time.monotonic()
+        clock = StallClock(run_path, self.stall_s)
         while child.poll() is None:
-            time.sleep(min(10.0, self.stall_s / 4))
-            now = _mtime(beat, self.stall_s)
-            if now != seen and now is not STUCK:
-                seen, since = now, time.monotonic()
-            elif time.monotonic() - since >= self.stall_s and child.poll() is None:
+            time.sleep(clock.period_s)
+            idle = clock.stalled_for()
+            if idle is not None and child.poll() is None:
                 if self._stalled is None:  # one USR2 checkpoints every run of the task
-                    minutes = (time.monotonic() - since) / 60
-                    self._stalled = f"stalled: no heartbeat for {minutes:.1f} min on {node_name()}"
+                    self._stalled = f"{stall_reason(idle)} on {node_name()}"
                     self._stalled_run = str(run_path)
                     os.kill(os.getpid(), signal.SIGUSR2)  # submitit's handler calls checkpoint()
                 return
@@ -644,28 +643,10 @@ class TrainJob(submitit.helpers.Checkpointable):
             if run_dir != self._stalled_run:
                 store.write_status(run_dir, "requeued", if_job=job_id, requeues=restarts + 1)
                 left = True
-                continue
-            stalls = store.read_status(run_dir).stalls + 1
-            if stalls > self.max_stalls:
-                store.write_status(
-                    run_dir,
-                    "failed",
-                    if_job=job_id,
-                    reason=f"{self._stalled} (stall {stalls}, more than cluster.max_stalls)",
-                    stalls=stalls,
-                    failed_on=node_name(),
-                )
-                continue
-            store.write_status(
-                run_dir,
-                "requeued",
-                if_job=job_id,
-                requeues=restarts + 1,
-                reason=self._stalled,
-                stalls=stalls,
-                failed_on=node_name(),
-            )
-            left = True
+            elif record_stall(
+                Path(run_dir), job_id, str(self._stalled), self.max_stalls, restarts + 1, node_name()
+            ):
+                left = True
         if not left:
             return None  # submitit does not requeue
         # a fresh callable: the process handles do not pickle
@@ -687,26 +668,6 @@ def _unfinished(run_path: Path, job_id: str) -> bool:
 def _cancelled(run_path: Path, job_id: str) -> bool:
     status = store.read_status(run_path)
     return status.state == "cancelled" and status.job_id == job_id
-
-
-STUCK = object()  # a stat that did not return: the file system hangs
-
-
-def _mtime(path: Path, timeout: float):
-    """The file's mtime (ns), None when it does not exist, STUCK when stat hangs (a dead mount
-    must not hang the watchdog too)."""
-    found: list = []
-
-    def stat() -> None:
-        try:
-            found.append(path.stat().st_mtime_ns)
-        except OSError:
-            found.append(None)
-
-    t = threading.Thread(target=stat, daemon=True)
-    t.start()
-    t.join(timeout)
-    return found[0] if found else STUCK
 
 
 # --- commands as a job (data preparation, preflight checks, a sweep's driver) ----------------------
