@@ -84,9 +84,10 @@ def trainer_of(run_dir: Path) -> int:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("max_stalls", [1, 0])
+@pytest.mark.parametrize("max_stalls", [2, 0])
 def test_a_hung_local_trainer_is_restarted_from_its_checkpoint(env, capsys, max_stalls):
-    """One stall restarts the run, which resumes and finishes; with max_stalls 0 it fails instead."""
+    """A stall restarts the run, which resumes and finishes; with max_stalls 0 it fails instead.
+    (2, not 1: a restart slower than 24 s to its first beat on a loaded machine is a stall too.)"""
     argv = ["sweep", "t", *long_run_overrides(800), "cluster.max_parallel=1", "cluster.poll_s=0.5"]
     argv += ["cluster.stall_timeout_min=0.4", f"cluster.max_stalls={max_stalls}"]  # 24 s without a beat
     assert main([*argv, "--no-wait"]) == 0
@@ -106,7 +107,7 @@ def test_a_hung_local_trainer_is_restarted_from_its_checkpoint(env, capsys, max_
         assert status.stalls == 1
         return
     assert result is not None and result.status == "done", (seen, status)  # `requeued` lasts a moment
-    assert status.stalls == 1 and status.failed_nodes == [], status
+    assert status.stalls >= 1 and status.failed_nodes == [], status
     assert "resumed" in (run / "logs" / "train.log").read_text()
     runner_log = next((env / "results" / "t" / "local").glob("*.log")).read_text()
     assert f"{run.name}: stalled: no heartbeat for" in runner_log
